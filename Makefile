@@ -1,0 +1,65 @@
+# Two commands (see README):  make lab   — set up and open the course in JupyterLab
+#                             make test  — set up and run every test (unit tests + nbval)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Optional extra index for torch wheels, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# on a Linux machine without a GPU (PyPI's default Linux torch wheel is the large CUDA build).
+TORCH_INDEX ?=
+PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+LAB_ARGS ?=
+ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# Everything runs offline: no model or data set hub is ever contacted.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export RAYON_NUM_THREADS := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: setup lab test unit notebooks assets figures bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[lab,dev]"
+	$(BIN)/python -m utils.models check
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/00_setup.ipynb $(ROOT_ARGS) $(LAB_ARGS)
+
+test: setup
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+notebooks: setup
+	$(BIN)/python scripts/run_notebooks.py
+
+assets: setup
+	$(BIN)/python -m utils.models build
+
+figures: setup
+	$(BIN)/python scripts/make_figures.py
+
+bench: setup
+	$(BIN)/python benchmarks/prepare_bench.py
+
+# Re-resolve constraints.txt from pyproject.toml (maintainers only; needs the package index).
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install -q $(PIP_INDEX_ARGS) -e ".[lab,dev]"
+	.lockenv/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
+	rm -rf .lockenv
+
+clean:
+	rm -rf $(VENV)

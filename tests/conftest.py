@@ -1,0 +1,73 @@
+"""Shared test fixtures.
+
+Real tokenizers and real data sets live in ``../shared/`` beside the project (or wherever
+``LLM_HANDBOOK_SHARED`` points). A user's clone has no ``../shared/``: tests that need it are skipped
+there, with the reason. In CI (``CI`` set) a missing ``shared/`` is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LLM_HANDBOOK_SHARED", ROOT.parent / "shared"))
+REFERENCE_TOKENIZERS = ("gpt2", "llama", "mistral", "qwen2")
+
+
+def require_shared(*parts: str) -> Path:
+    """Path under ``shared/``; skips the test when absent, except in CI where it fails."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        reason = (f"needs {path} (the project's shared/ folder with real tokenizers and data, "
+                  "present in CI but not in a user's clone)")
+        if os.environ.get("CI"):
+            pytest.fail("CI must have shared/: " + reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    return require_shared("real_data")
+
+
+_tokenizer_cache: dict[str, object] = {}
+
+
+def load_reference_tokenizer(name: str):
+    """A real tokenizer from ``shared/reference_tokenizers/<name>`` (cached per session)."""
+    if name not in _tokenizer_cache:
+        from transformers import AutoTokenizer
+
+        _tokenizer_cache[name] = AutoTokenizer.from_pretrained(
+            str(require_shared("reference_tokenizers", name)))
+    return _tokenizer_cache[name]
+
+
+def load_any_tokenizer(name: str):
+    """``"tiny"`` (the shipped tokenizer) or one of :data:`REFERENCE_TOKENIZERS`."""
+    if name == "tiny":
+        from utils.models import load_tokenizer
+
+        return load_tokenizer()
+    return load_reference_tokenizer(name)
+
+
+@pytest.fixture(scope="session", params=REFERENCE_TOKENIZERS)
+def reference_tokenizer(request):
+    return load_reference_tokenizer(request.param)
+
+
+@pytest.fixture(scope="session", params=("tiny",) + REFERENCE_TOKENIZERS)
+def any_tokenizer(request):
+    """Each of the four tokenizers the contract must hold for: tiny, GPT-2, LLaMA, Qwen2 (+ Mistral)."""
+    return load_any_tokenizer(request.param)

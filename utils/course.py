@@ -1,0 +1,76 @@
+"""What every chapter notebook shares: the repository URL, the set-up cell, Colab links.
+
+The README's Colab links and every notebook's first code cell are generated from
+:data:`REPO_URL` (``python scripts/sync_notebooks.py``); ``tests/test_notebooks_static.py``
+checks that they still agree.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+
+REPO_URL = "https://github.com/llm-data-handbook/llm-data-handbook"
+BRANCH = "main"
+
+SETUP_CELL = f'''# 环境设置（每章相同）：在 Colab 中安装本课程的工具包；在本地（make lab）什么也不做。
+import sys
+if "google.colab" in sys.modules:
+    %pip install -q "llm-data-handbook @ git+{REPO_URL}@{BRANCH}"
+from utils.course import setup_notebook
+setup_notebook()'''
+
+
+def colab_url(notebook: str) -> str:
+    """Colab link of a notebook in the repository, e.g. ``colab_url("02_next_token.ipynb")``."""
+    repo_path = REPO_URL.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{repo_path}/blob/{BRANCH}/notebooks/{notebook}"
+
+
+def colab_badge(notebook: str) -> str:
+    """Markdown badge linking to :func:`colab_url`."""
+    return (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(notebook)})")
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch and fix PyTorch to 2 threads (what the outputs were made with)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+
+
+def setup_notebook(seed: int = 0) -> None:
+    """Make a notebook's outputs reproducible and readable.
+
+    Seeds everything and uses 2 threads, silences library progress bars and version-dependent
+    warnings, and sets a matplotlib font that can draw Chinese.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    seed_everything(seed)
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+    import pandas as pd
+
+    pd.set_option("display.max_colwidth", 80)
+    pd.set_option("display.width", 120)
+
+    from utils.viz.fonts import use_cjk_font
+
+    use_cjk_font()
