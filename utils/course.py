@@ -74,3 +74,46 @@ def setup_notebook(seed: int = 0) -> None:
     from utils.viz.fonts import use_cjk_font
 
     use_cjk_font()
+
+
+COURSE_PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "peft", "accelerate",
+                   "pandas", "numpy", "matplotlib", "jupyterlab", "nbval")
+
+
+def pinned_versions(constraints_file=None) -> dict[str, str]:
+    """Exact pins from the repository's ``constraints.txt`` (empty when the file is absent, e.g. in Colab)."""
+    from pathlib import Path
+
+    path = Path(constraints_file) if constraints_file else Path(__file__).resolve().parents[1] / "constraints.txt"
+    if not path.exists():
+        return {}
+    pins = {}
+    for line in path.read_text().splitlines():
+        name, sep, ver = line.split("#")[0].strip().partition("==")
+        if sep:
+            pins[name.strip().lower().replace("_", "-")] = ver.strip()
+    return pins
+
+
+def check_environment(packages=COURSE_PACKAGES, constraints_file=None):
+    """A table of the course's packages: pinned version, installed version, and whether they match.
+
+    >>> check_environment()[["package", "pinned", "installed", "ok"]].head(1)  # doctest: +SKIP
+      package pinned installed    ok
+    0   torch 2.13.0    2.13.0  True
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pandas as pd
+
+    pins = pinned_versions(constraints_file)
+    rows = []
+    for name in packages:
+        try:
+            installed = version(name).split("+")[0]
+        except PackageNotFoundError:
+            installed = None
+        pinned = pins.get(name)
+        rows.append({"package": name, "pinned": pinned, "installed": installed,
+                     "ok": installed is not None and (pinned is None or installed == pinned)})
+    return pd.DataFrame(rows)
