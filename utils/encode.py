@@ -1,0 +1,576 @@
+"""Tokenization with prompt masking: ``{input_ids, attention_mask, labels}`` that keep the data contract.
+
+:func:`encode` turns one example into a training row, :func:`encode_dataset` does the same over a
+``datasets.Dataset`` (batched ``map``, fast tokenizers, optional ``num_proc``) and counts what happened
+(:class:`EncodeResult`). :func:`encode_prompt` gives the ids a model is given at inference time.
+
+How a row is built (the contract of DESIGN.md, rules 1-7):
+
+1. The template's :func:`utils.templates.segments` split the rendered text into untrained pieces (system,
+   user, template text) and trained replies (each ending with the tokenizer's EOS text).
+2. The first piece is tokenized as the prompt is at inference time (``add_special_tokens`` as the
+   template says: the tokenizer's BOS for text templates, none for ``chat_template`` whose Jinja text
+   writes it). Every later piece is tokenized **on its own, as a continuation**: prefixed with the EOS
+   text (a special token, so the tokenizer starts a fresh section there, exactly as it does after a
+   reply's EOS in context) whose id is then dropped. This is what keeps SentencePiece tokenizers (LLaMA,
+   Mistral) from adding their leading "▁" to a reply (``"Hi"`` alone is ``▁Hi``, after ``:`` it is
+   ``Hi``); for byte-level BPE (GPT-2, Qwen2) it changes nothing. The method is checked per tokenizer
+   on probe strings against whole-text tokenization (:func:`continuation_method`).
+3. ``labels`` equal ``input_ids`` on reply pieces and -100 elsewhere (not shifted: the model shifts).
+   So the ids before each reply are exactly ``tokenizer(render_prompt(history))`` (rule 3) and decoding a
+   reply's ids gives its text back (rule 6). Where tokenizing the whole text would instead merge the
+   prompt's last characters with the reply's first ones into one token (Alpaca's ``### Response:``
+   followed directly by ``"`` merges on GPT-2), the row still uses the separate tokens -- the ones
+   inference produces -- and the merge is counted (``boundary_merges``). One case cannot satisfy rule 3
+   for every reply: a merge at the start of a reply that is *not* the last one (Qwen2's chat template,
+   ``assistant\n`` followed by a reply that starts with a newline). Inference for that reply sees the
+   separate tokens, inference for later turns re-tokenizes the history with the merged token; the row
+   keeps the first (what the model must learn to produce), so the later prompts differ from
+   re-tokenized history in that one token while their text is identical. Such rows are counted in
+   ``boundary_merges`` like any other.
+4. ``attention_mask`` comes from the length (never from comparing ids with the pad id), so EOS stays
+   supervised when ``pad_token == eos_token``. No text of a record may contain special-token text (an
+   ``</s>`` inside a reply would be a second EOS, an ``<|im_start|>`` in a user turn a fake turn).
+5. Over-long rows: ``truncation="drop"`` (default) returns None; ``"truncate"`` keeps the prompt whole
+   and cuts the end of the last reply (a cut reply loses its EOS; if only untrained template text after
+   the last reply is cut, the reply keeps it). A row whose prompt (everything before the last reply)
+   does not leave room for one reply token is dropped under both policies.
+6. ``messages`` and ``conversations`` records become the same conversation before rendering (rule 7).
+
+Records a template cannot encode (a multi-turn conversation for ``alpaca``, special-token text, a chat
+template that cannot express the conversation) raise :class:`EncodeError` (a ``ValueError`` with
+``index``, ``field`` and ``reason``); ``on_error="skip"`` in :func:`encode_batch` / :func:`encode_dataset`
+skips and collects them instead (``invalid``).
+
+Example:
+    >>> from utils.models import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> row = encode({"instruction": "Hi", "output": "Hello"}, tok, "alpaca")
+    >>> sorted(row), row["labels"][-1] == tok.eos_token_id
+    (['attention_mask', 'input_ids', 'labels'], True)
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, Mapping, Sequence
+
+from utils.templates import Segment, Template, TemplateLike, get_template
+
+__all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_prompt", "encode_batch",
+           "encode_dataset", "records_to_dataset", "continuation_method", "tokenizer_fingerprint"]
+
+IGNORE_INDEX = -100
+"""Label of positions the loss ignores (PyTorch ``CrossEntropyLoss(ignore_index=-100)``)."""
+
+TRUNCATION_POLICIES = ("drop", "truncate")
+_WINDOW = 10  # chars each side of a prompt/reply boundary checked for merges (same counts as 64 on the real data)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Per-tokenizer facts, computed once
+
+
+class _Plan:
+    """What encoding needs to know about a tokenizer (cached per tokenizer object)."""
+
+    def __init__(self, tokenizer: Any):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError(f"{type(tokenizer).__name__} is not a fast tokenizer; load it with "
+                            "AutoTokenizer.from_pretrained(..., use_fast=True)")
+        if backend.truncation is not None or backend.padding is not None:
+            # a backend left with truncation/padding on would silently cut or pad pieces: use a clean copy
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(backend.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+        self.backend = backend
+        self.eos = tokenizer.eos_token
+        if not self.eos or tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no eos_token; set tokenizer.eos_token")
+        self.eos_id = tokenizer.eos_token_id
+        anchor = backend.encode(self.eos, add_special_tokens=False).ids
+        if anchor != [self.eos_id]:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r}: eos_token {self.eos!r} does not tokenize to "
+                             f"its id {self.eos_id} (got {anchor}); it must be a special (added) token")
+        self.bos_id = tokenizer.bos_token_id
+        probe = backend.encode("a", add_special_tokens=True).ids
+        plain = backend.encode("a", add_special_tokens=False).ids
+        if probe[-len(plain):] != plain:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} adds special tokens after the text "
+                             f"({probe} vs {plain}); set add_eos_token=False: replies get their EOS from the template")
+        self.specials = sorted({t for t in tokenizer.all_special_tokens if t} |
+                               {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len)
+        self.method = continuation_method(tokenizer, backend)
+
+    def encode_first(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
+
+    def encode_cont(self, texts: list[str], method: str | None = None) -> list[list[int]]:
+        if (method or self.method) == "plain":
+            return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
+        eos = self.eos
+        return [e.ids[1:] for e in self.backend.encode_batch_fast([eos + t for t in texts], add_special_tokens=False)]
+
+
+_plans: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
+_PROBE_CONTEXTS = ("Question: what?\nAnswer:", "x:", "你好。")
+_PROBE_TEXTS = (" Hello world", "Hello world", "\nok", "你好", "😀 ok", " 123", "(a) b")
+
+
+def continuation_method(tokenizer: Any, backend: Any = None) -> str:
+    """How a piece of text is tokenized "on its own" so that it matches whole-text tokenization.
+
+    ``"anchor"``: after the EOS special token (dropping it); ``"plain"``: as is. Chosen by tokenizing
+    probe strings both ways and comparing with ``tokenizer(context + text)``; ``"anchor"`` wins ties.
+
+    >>> from utils.models import load_tokenizer
+    >>> continuation_method(load_tokenizer())
+    'anchor'
+    """
+    backend = backend or tokenizer.backend_tokenizer
+    eos = tokenizer.eos_token
+    score = {"anchor": 0, "plain": 0}
+    for ctx in _PROBE_CONTEXTS:
+        base = backend.encode(ctx, add_special_tokens=False).ids
+        for text in _PROBE_TEXTS:
+            whole = backend.encode(ctx + text, add_special_tokens=False).ids
+            if whole[:len(base)] != base:
+                continue  # merges across the boundary: not a probe of context-free tokenization
+            want = whole[len(base):]
+            score["plain"] += backend.encode(text, add_special_tokens=False).ids == want
+            score["anchor"] += backend.encode(eos + text, add_special_tokens=False).ids[1:] == want
+    return "anchor" if score["anchor"] >= score["plain"] else "plain"
+
+
+def _plan_key(tokenizer: Any) -> tuple:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    state = (id(backend), repr(backend.truncation), repr(backend.padding)) if backend is not None else None
+    return (tokenizer.eos_token, tokenizer.bos_token, getattr(tokenizer, "chat_template", None),
+            len(tokenizer), state)
+
+
+def _plan(tokenizer: Any) -> _Plan:
+    """The cached :class:`_Plan` of ``tokenizer`` (rebuilt if its special tokens or template changed)."""
+    try:
+        plan = _plans.get(tokenizer)
+    except TypeError:  # not weak-referenceable
+        return _Plan(tokenizer)
+    key = _plan_key(tokenizer)
+    if plan is None or plan.key != key:
+        plan = _plans[tokenizer] = _Plan(tokenizer)
+        plan.key = key
+    return plan
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of everything about ``tokenizer`` that changes ids (cached; ~0.2 s once for Qwen2)."""
+    plan = _plan(tokenizer)
+    fp = getattr(plan, "fingerprint", None)
+    if fp is None:
+        h = hashlib.sha256(plan.backend.to_str().encode())
+        h.update(repr((type(tokenizer).__name__, tokenizer.eos_token, tokenizer.bos_token,
+                       getattr(tokenizer, "chat_template", None))).encode())
+        fp = plan.fingerprint = h.hexdigest()[:32]
+    return fp
+
+
+# ----------------------------------------------------------------------------------------------------
+# Encoding
+
+
+class EncodeError(ValueError):
+    """A record the template or tokenizer cannot encode.
+
+    ``str(err)`` is ``"record INDEX: reason"``; ``index`` (position in the input), ``field`` (e.g.
+    ``"output"``, ``"messages[3].content"``, ``"messages"``) and ``reason`` are attributes, so a caller that
+    knows where each record came from can print ``FILE:LINE: field: reason``.
+    """
+
+    def __init__(self, index: int, field: str, reason: str):
+        self.index, self.field, self.reason = index, field, reason
+        super().__init__(f"record {index}: {reason}")
+
+
+_REPLY_ROLES = ("assistant", "gpt", "chatgpt", "bing", "bard")
+
+
+def _special_problem(example: Mapping[str, Any], plan: _Plan) -> tuple[str, str] | None:
+    """``(field, reason)`` if a text of ``example`` contains special-token text, else None."""
+    if "messages" in example or "conversations" in example:
+        key, role_key, text_key = (("messages", "role", "content") if "messages" in example
+                                   else ("conversations", "from", "value"))
+        msgs = example.get(key) or []
+        fields = [(f"{key}[{i}].{text_key}", m.get(text_key),
+                   "an assistant reply" if str(m.get(role_key, "")).lower() in _REPLY_ROLES
+                   else f"a {str(m.get(role_key, '')).lower() or 'user'} message")
+                  for i, m in enumerate(msgs) if isinstance(m, Mapping)]
+    else:
+        fields = [("instruction", example.get("instruction"), "the instruction"),
+                  ("input", example.get("input"), "the input"), ("output", example.get("output"), "an assistant reply")]
+    for field, text, what in fields:
+        if isinstance(text, str) and text:
+            bad = [t for t in plan.specials if t in text]
+            if bad:
+                return field, (f"{what} contains the special token text {bad[-1]!r}; it would become a control "
+                               "token (a second EOS, a fake turn). Remove it from the data.")
+    return None
+
+
+def _segments_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, plan: _Plan,
+                       index: int) -> list[Segment]:
+    problem = _special_problem(example, plan)
+    if problem:
+        raise EncodeError(index, *problem)
+    try:
+        segs = tmpl.segments(example, tokenizer)
+    except ValueError as e:
+        field = getattr(e, "field", None) or ("messages" if "instruction" not in example else "record")
+        raise EncodeError(index, field, getattr(e, "reason", None) or str(e)) from None
+    if not any(s.train for s in segs):
+        raise EncodeError(index, "record", "no assistant reply to train on")
+    return segs
+
+
+def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template: TemplateLike,
+                 max_length: int | None = None, truncation: str = "drop", *, start_index: int = 0,
+                 details: list | None = None, on_error: str = "raise",
+                 problems: list | None = None) -> list[dict | None]:
+    """:func:`encode` for many examples at once (one batched tokenizer call per kind of piece).
+
+    Returns one row or None (dropped, or invalid when skipped) per example. If ``details`` is a list,
+    appends one ``(truncated, boundary_merges, invalid)`` triple of ints per example. A record the
+    template cannot encode raises :class:`EncodeError` (``on_error="raise"``) or, with ``"skip"``, gives
+    None and its error is appended to ``problems``. ``start_index`` numbers records in errors.
+    """
+    if truncation not in TRUNCATION_POLICIES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if max_length is not None and max_length < 2:
+        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    tmpl = get_template(template)
+    plan = _plan(tokenizer)
+    all_segs: list[list[Segment]] = []
+    invalid: set[int] = set()
+    for i, ex in enumerate(examples):
+        try:
+            all_segs.append(_segments_or_error(ex, tmpl, tokenizer, plan, start_index + i))
+        except EncodeError as e:
+            if on_error == "raise":
+                raise
+            if problems is not None:
+                problems.append(e)
+            invalid.add(i)
+            all_segs.append([Segment("", False), Segment(plan.eos, True)])  # placeholder, never returned
+
+    firsts = plan.encode_first([segs[0].text for segs in all_segs], tmpl.add_special_tokens)
+    rest_texts = [s.text for segs in all_segs for s in segs[1:]]
+    rest = plan.encode_cont(rest_texts) if rest_texts else []
+
+    # boundary merges: would whole-text tokenization join the end of the prompt and the start of a reply?
+    # (a prompt ending with a special token, e.g. Mistral's [/INST], cannot merge: no window needed)
+    windows, cuts, slots = [], [], []
+    merged_flags: list[bool] = []
+    ends_special = tuple(plan.specials)
+    for segs in all_segs:
+        for k in range(1, len(segs)):
+            if segs[k].train and not segs[k - 1].train:
+                merged_flags.append(False)
+                if ends_special and segs[k - 1].text.endswith(ends_special):
+                    continue
+                left, right = segs[k - 1].text[-_WINDOW:], segs[k].text[:_WINDOW]
+                windows.append(left + right)
+                cuts.append(len(left))
+                slots.append(len(merged_flags) - 1)
+    if windows:
+        for enc, cut, slot in zip(plan.backend.encode_batch(windows, add_special_tokens=False), cuts, slots):
+            merged_flags[slot] = any(a < cut < b for a, b in enc.offsets)
+
+    rows: list[dict | None] = []
+    r = m = 0
+    for i, segs in enumerate(all_segs):
+        merges = truncated = 0
+        if i in invalid:
+            r += len(segs) - 1
+            m += sum(1 for k in range(1, len(segs)) if segs[k].train and not segs[k - 1].train)
+            rows.append(None)
+            if details is not None:
+                details.append((0, 0, 1))
+            continue
+        ids = list(firsts[i])
+        labels = [IGNORE_INDEX] * len(ids)
+        last_reply_start = 0
+        for k in range(1, len(segs)):
+            piece = rest[r]
+            r += 1
+            if segs[k].train:
+                merges += merged_flags[m] if not segs[k - 1].train else 0
+                m += not segs[k - 1].train
+                last_reply_start = len(ids)
+                ids += piece
+                labels += piece
+            else:
+                ids += piece
+                labels += [IGNORE_INDEX] * len(piece)
+        if segs[0].train:  # a template whose first piece is trained (never for the built-in ones)
+            labels[:len(firsts[i])] = firsts[i]
+        if max_length is not None and len(ids) > max_length:
+            if truncation == "drop" or last_reply_start >= max_length:
+                rows.append(None)
+                if details is not None:
+                    details.append((0, merges, 0))
+                continue
+            del ids[max_length:], labels[max_length:]
+            truncated = 1
+        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+        if details is not None:
+            details.append((truncated, merges, 0))
+    return rows
+
+
+def encode(example: Mapping[str, Any], tokenizer: Any, template: TemplateLike, max_length: int | None = None,
+           truncation: str = "drop") -> dict | None:
+    """One training row ``{input_ids, attention_mask, labels}`` (lists of ints), or None when dropped.
+
+    ``example`` is any supported record (Alpaca dict, ``{"messages"}``, ``{"conversations"}``);
+    ``template`` a name or :class:`utils.templates.Template`; see the module docstring for the rules.
+
+    >>> from utils.models import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> ex = {"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]}
+    >>> row = encode(ex, tok, "human_assistant")
+    >>> tok.decode([t for t, l in zip(row["input_ids"], row["labels"]) if l != -100])
+    ' 你好！</s>'
+    >>> encode(ex, tok, "human_assistant", max_length=4) is None
+    True
+    """
+    return encode_batch([example], tokenizer, template, max_length, truncation)[0]
+
+
+def encode_prompt(example: Mapping[str, Any], tokenizer: Any, template: TemplateLike) -> list[int]:
+    """The ids a model is given to produce ``example``'s last reply (what inference must use).
+
+    Equal to ``tokenizer(render_prompt(example, template, tokenizer), add_special_tokens=...)["input_ids"]``
+    with ``add_special_tokens`` from the template (for ``chat_template`` this equals
+    ``apply_chat_template(messages[:-1], add_generation_prompt=True)``), and to the ids before the last
+    reply in :func:`encode`'s row.
+
+    >>> from utils.models import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> ex = {"instruction": "Hi", "output": "Hello"}
+    >>> row = encode(ex, tok, "alpaca")
+    >>> ids = encode_prompt(ex, tok, "alpaca"); row["input_ids"][:len(ids)] == ids
+    True
+    """
+    from utils.templates import render_prompt
+
+    tmpl = get_template(template)
+    return tokenizer(render_prompt(example, tmpl, tokenizer), add_special_tokens=tmpl.add_special_tokens)["input_ids"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Datasets
+
+
+@dataclass
+class EncodeResult:
+    """What :func:`encode_dataset` returns: the encoded ``dataset`` and what happened to the records.
+
+    ``records`` in, ``rows`` out, ``dropped`` (too long), ``invalid`` (skipped records the template
+    cannot encode, each :class:`EncodeError` in ``problems``), ``truncated`` (cut to ``max_length``),
+    ``tokens`` (all ids), ``supervised_tokens`` (labels != -100), ``boundary_merges`` (replies whose
+    first characters whole-text tokenization would merge into the prompt's last token).
+    :meth:`lengths` gives the row lengths; :meth:`as_dict` the counts for ``stats.json``.
+    """
+
+    dataset: Any
+    records: int
+    rows: int
+    dropped: int
+    truncated: int
+    tokens: int
+    supervised_tokens: int
+    boundary_merges: int
+    invalid: int = 0
+    problems: list = field(default_factory=list)
+    template: str = ""
+    max_length: int | None = None
+    truncation: str = "drop"
+
+    def lengths(self):
+        """Row lengths as a numpy array (read from the Arrow column, no Python lists)."""
+        import pyarrow.compute as pc
+
+        col = self.dataset.data.column("input_ids")
+        return pc.list_value_length(col).to_numpy(zero_copy_only=False)
+
+    def as_dict(self) -> dict:
+        """The counts (JSON-serialisable), e.g. for ``stats.json``."""
+        return {k: getattr(self, k) for k in ("records", "rows", "dropped", "invalid", "truncated", "tokens",
+                                              "supervised_tokens", "boundary_merges", "template",
+                                              "max_length", "truncation")}
+
+
+def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Template, max_length: int | None,
+               truncation: str, on_error: str = "raise"):
+    """``Dataset.map`` function: encodes a batch and returns a ``pyarrow.Table`` (skips list conversion).
+
+    Dropped records leave no row; invalid ones (``on_error="skip"``) leave an empty row flagged
+    ``_invalid`` with the error, removed afterwards by :func:`encode_dataset`.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    keys = list(batch)
+    n = len(batch[keys[0]]) if keys else 0
+    examples = [{k: batch[k][i] for k in keys if batch[k][i] is not None} for i in range(n)]
+    details: list = []
+    problems: list = []
+    rows = encode_batch(examples, tokenizer, template, max_length, truncation,
+                        start_index=indices[0] if indices else 0, details=details, on_error=on_error,
+                        problems=problems)
+    errors = {e.index: e for e in problems}
+    empty = {"input_ids": [], "labels": []}
+    kept = [(row or empty, d, indices[i]) for i, (row, d) in enumerate(zip(rows, details))
+            if row is not None or d[2]]
+    lengths = np.fromiter((len(r["input_ids"]) for r, _, _ in kept), dtype=np.int32, count=len(kept))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
+    total = int(lengths.sum())
+    ids = np.fromiter(chain.from_iterable(r["input_ids"] for r, _, _ in kept), dtype=np.int32, count=total)
+    labels = np.fromiter(chain.from_iterable(r["labels"] for r, _, _ in kept), dtype=np.int32, count=total)
+    supervised = np.zeros(len(kept), dtype=np.int32)
+    nonempty = lengths > 0
+    if total:
+        starts = offsets.to_numpy()[:-1][nonempty]
+        supervised[nonempty] = np.add.reduceat((labels != IGNORE_INDEX).astype(np.int32), starts)
+    return pa.table({
+        "input_ids": pa.ListArray.from_arrays(offsets, pa.array(ids)),
+        "attention_mask": pa.ListArray.from_arrays(offsets, pa.array(np.ones(total, dtype=np.int32))),
+        "labels": pa.ListArray.from_arrays(offsets, pa.array(labels)),
+        "_truncated": pa.array(np.array([d[0] for _, d, _ in kept], dtype=np.int32)),
+        "_merges": pa.array(np.array([d[1] for _, d, _ in kept], dtype=np.int32)),
+        "_supervised": pa.array(supervised),
+        "_invalid": pa.array(np.array([d[2] for _, d, _ in kept], dtype=np.int32)),
+        "_index": pa.array(np.array([i for _, _, i in kept], dtype=np.int64)),
+        "_error_field": pa.array([errors[i].field if i in errors else "" for _, _, i in kept], pa.string()),
+        "_error_reason": pa.array([errors[i].reason if i in errors else "" for _, _, i in kept], pa.string()),
+    })
+
+
+_tmpdirs: list[str] = []
+# ``records_to_dataset`` is the public name of ``_as_dataset`` (kept for callers of the old name)
+
+
+def _cleanup_tmpdirs() -> None:
+    for d in _tmpdirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup_tmpdirs)
+
+
+def records_to_dataset(data: Any, cache_dir: str | None = None):
+    """A ``datasets.Dataset`` of records: a Dataset as is, a list in memory, an iterable streamed to Arrow.
+
+    An iterable (e.g. :func:`utils.formats.iter_records`) is written to an Arrow file in ``cache_dir``
+    (default: a temporary folder removed at exit) and memory-mapped, so it never sits in RAM.
+    """
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        return data
+    if isinstance(data, (list, tuple)):
+        return datasets.Dataset.from_list(list(data))
+    # a stream (e.g. utils.formats.iter_records): write it to an Arrow file, memory-mapped, never all in RAM
+    from datasets.arrow_writer import ArrowWriter
+
+    if cache_dir is None:
+        cache_dir = tempfile.mkdtemp(prefix="utils-encode-")
+        _tmpdirs.append(cache_dir)
+    path = f"{cache_dir}/records-{next(tempfile._get_candidate_names())}.arrow"
+    with ArrowWriter(path=path, writer_batch_size=10_000) as writer:
+        for rec in data:
+            writer.write(dict(rec))
+        writer.finalize()
+    return datasets.Dataset.from_file(path)
+
+
+_as_dataset = records_to_dataset
+
+
+def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length: int | None = None,
+                   truncation: str = "drop", num_proc: int | None = None, *, on_error: str = "raise",
+                   batch_size: int = 1000, cache_dir: str | None = None, desc: str | None = None) -> EncodeResult:
+    """Encode every record of ``data`` with batched ``Dataset.map``; returns an :class:`EncodeResult`.
+
+    ``data``: a ``datasets.Dataset`` (columns of one record form), a list of records, or any iterable
+    of records (streamed to an Arrow file in ``cache_dir`` -- a temporary folder by default -- so
+    200,000 records never sit in memory; e.g. ``utils.formats.iter_records(path)``). Output columns:
+    ``input_ids``, ``attention_mask``, ``labels`` (int32). Over-long examples are removed and counted
+    (``dropped``); records the template cannot encode raise :class:`EncodeError` or, with
+    ``on_error="skip"``, are removed and counted (``invalid``, their errors in ``problems``).
+    ``new_fingerprint`` is computed from the input's fingerprint, the tokenizer's content, the template and
+    the options, so ``datasets`` neither hashes the tokenizer on every call (slow) nor reuses a stale cache.
+
+    >>> from utils.models import load_tokenizer
+    >>> res = encode_dataset([{"instruction": "Hi", "output": "Hello"}], load_tokenizer(), "alpaca")
+    >>> res.records, res.rows, res.dropped, res.dataset.column_names
+    (1, 1, 0, ['input_ids', 'attention_mask', 'labels'])
+    """
+    import datasets
+    import numpy as np
+    import pyarrow.compute as pc
+    from datasets.fingerprint import Hasher
+
+    from utils import __version__
+
+    tmpl = get_template(template)
+    if truncation not in TRUNCATION_POLICIES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    ds = records_to_dataset(data, cache_dir)
+    records = len(ds)
+    ints = datasets.List(datasets.Value("int32"))
+    features = datasets.Features({
+        "input_ids": ints, "attention_mask": ints, "labels": ints,
+        **{c: datasets.Value("int32") for c in ("_truncated", "_merges", "_supervised", "_invalid")},
+        "_index": datasets.Value("int64"), "_error_field": datasets.Value("string"),
+        "_error_reason": datasets.Value("string"),
+    })
+    fingerprint = Hasher.hash((ds._fingerprint, tokenizer_fingerprint(tokenizer), repr(tmpl), max_length,
+                               truncation, on_error, __version__, "encode_dataset/2"))
+    if records:
+        out = ds.map(_map_batch, batched=True, batch_size=batch_size, with_indices=True,
+                     remove_columns=ds.column_names, num_proc=num_proc if num_proc and num_proc > 1 else None,
+                     fn_kwargs={"tokenizer": tokenizer, "template": tmpl, "max_length": max_length,
+                                "truncation": truncation, "on_error": on_error},
+                     features=features, new_fingerprint=fingerprint, desc=desc or f"encode ({tmpl.name})")
+    else:
+        out = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    table = out.data
+    truncated, merges, supervised, invalid = (int(pc.sum(table.column(c)).as_py() or 0)
+                                              for c in ("_truncated", "_merges", "_supervised", "_invalid"))
+    problems: list[EncodeError] = []
+    if invalid:
+        flags = table.column("_invalid").to_numpy()
+        bad = np.flatnonzero(flags)
+        small = table.table.select(["_index", "_error_field", "_error_reason"]).take(bad).to_pylist()
+        problems = [EncodeError(r["_index"], r["_error_field"], r["_error_reason"]) for r in small]
+        out = out.select(np.flatnonzero(flags == 0)).flatten_indices()
+    out = out.remove_columns([c for c in features if c.startswith("_")])
+    # row lengths come from the list offsets alone: the token data is never read (it stays on disk)
+    tokens = int(pc.sum(pc.list_value_length(out.data.column("input_ids"))).as_py() or 0)
+    return EncodeResult(dataset=out, records=records, rows=len(out), dropped=records - len(out) - invalid,
+                        truncated=truncated, tokens=tokens, supervised_tokens=supervised,
+                        boundary_merges=merges, invalid=invalid, problems=problems, template=tmpl.name,
+                        max_length=max_length, truncation=truncation)
