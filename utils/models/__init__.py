@@ -1,0 +1,87 @@
+"""The offline tiny tokenizer and models shipped with the course (no network, ever).
+
+- :func:`load_tokenizer`: byte-level BPE trained on our Chinese + English corpus, with BOS/EOS/PAD
+  and the manual's ``human:`` / ``assistant:`` chat template.
+- :func:`load_causal_lm`: the *base* model, a tiny Llama-style decoder that continues text.
+- :func:`load_chat_lm`: the base model with the shipped LoRA adapter (instruction-tuned) merged in.
+- :func:`load_seq2seq_lm`: a tiny T5 (encoder-decoder), from :mod:`utils.models.seq2seq`.
+
+All are rebuilt deterministically by ``python -m utils.models build`` and checked by
+``python -m utils.models check``.
+
+Example:
+    >>> from utils.models import load_tokenizer, load_causal_lm
+    >>> tok, model = load_tokenizer(), load_causal_lm()
+    >>> ids = tok("今天天气真", return_tensors="pt")["input_ids"]
+    >>> tok.decode(model(ids).logits[0, -1].argmax())
+    '好'
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+ASSETS = Path(str(resources.files("utils") / "assets"))
+"""Folder of the shipped checkpoints: ``tokenizer/``, ``causal_lm/``, ``chat_adapter/``, ``seq2seq_lm/``."""
+
+_MISSING = ("{path} is missing. The checkpoints ship with the repository; rebuild them with "
+            "`python -m utils.models build` (or check out the repository's utils/assets/).")
+
+
+def _asset(name: str) -> Path:
+    path = ASSETS / name
+    if not path.is_dir() or not any(path.iterdir()):
+        raise FileNotFoundError(_MISSING.format(path=path))
+    return path
+
+
+def load_tokenizer():
+    """The tiny tokenizer (a ``PreTrainedTokenizerFast``) from ``utils/assets/tokenizer``.
+
+    >>> tok = load_tokenizer()
+    >>> tok.bos_token, tok.eos_token, tok.pad_token
+    ('<s>', '</s>', '<pad>')
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(_asset("tokenizer")))
+
+
+def load_causal_lm():
+    """The tiny base model (``LlamaForCausalLM``, eval mode) from ``utils/assets/causal_lm``.
+
+    >>> load_causal_lm().config.model_type
+    'llama'
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(_asset("causal_lm")), use_safetensors=True)
+    return model.eval()
+
+
+def load_chat_lm(merge: bool = True):
+    """The base model with the shipped LoRA chat adapter (``utils/assets/chat_adapter``).
+
+    ``merge=True`` (default) folds the adapter into the weights and returns a plain
+    ``LlamaForCausalLM``; ``merge=False`` returns the ``PeftModel``.
+
+    >>> model = load_chat_lm()
+    >>> type(model).__name__
+    'LlamaForCausalLM'
+    """
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_causal_lm(), str(_asset("chat_adapter")))
+    model = model.merge_and_unload() if merge else model
+    return model.eval()
+
+
+def load_seq2seq_lm():
+    """The tiny T5 model (see :mod:`utils.models.seq2seq`)."""
+    from utils.models.seq2seq import load_seq2seq_lm as _load
+
+    return _load()
+
+
+__all__ = ["ASSETS", "load_tokenizer", "load_causal_lm", "load_chat_lm", "load_seq2seq_lm"]

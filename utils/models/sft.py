@@ -1,0 +1,202 @@
+"""LoRA supervised fine-tuning (SFT) of the tiny base model, and its evaluation (chapter 6).
+
+Recipe (measured on 2 CPU cores): the instruction records of :mod:`utils.models.sft_data`, encoded
+with the ``human_assistant`` template by :func:`utils.encode.encode_batch` (prompt masked with -100,
+reply + EOS supervised); LoRA r=16, alpha=32 on q/k/v/o and gate/up/down projections; AdamW lr 3e-3,
+20 warm-up steps then cosine; batch 16 (padded by :func:`utils.packing.pad_collate`); 500 steps.
+Measured on the 38 held-out questions (templated): stops with EOS 100%, exactly right 24% — the form
+is learned, but the model often names a fact memorised from the SFT set instead of the one asked
+(the 70% correctness bar is not met yet; see ``tests/test_sft.py``).
+
+Two deliberate mistakes can be switched on to compare:
+
+- ``masking="all"``: loss on every token (prompt too), instead of ``"prompt"`` masking;
+- ``pad_eos_bug=True``: pad with EOS and mask labels wherever ``input_ids == pad_token_id`` — which also
+  masks every real EOS, so the model never learns to stop.
+
+:func:`evaluate` generates greedily for held-out questions, either as the bare question (``"raw"``) or in
+the template (``"template"``), and reports whether each generation stops with EOS and is exactly right.
+
+Example:
+    >>> from utils.models import load_tokenizer, load_chat_lm
+    >>> from utils.models.sft_data import load_heldout
+    >>> table = evaluate(load_chat_lm(), load_tokenizer(), load_heldout()[:4], style="template")
+    >>> list(table.columns)
+    ['question', 'answer', 'output', 'stops_with_eos', 'correct']
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+TEMPLATE = "human_assistant"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+STYLES = ("raw", "template")
+
+
+def lora_config(r: int = 16, alpha: int = 32, targets: Sequence[str] = tuple(LORA_TARGETS)):
+    """The ``peft.LoraConfig`` of the recipe."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets),
+                      task_type="CAUSAL_LM")
+
+
+def training_rows(records: Sequence[dict], tokenizer, masking: str = "prompt") -> list[dict]:
+    """Encode ``records`` with :data:`TEMPLATE`; ``masking="all"`` puts the loss on every token."""
+    from utils.encode import encode_batch
+
+    if masking not in ("prompt", "all"):
+        raise ValueError(f"masking must be 'prompt' or 'all', got {masking!r}")
+    rows = [r for r in encode_batch(list(records), tokenizer, TEMPLATE) if r is not None]
+    if masking == "all":
+        rows = [dict(r, labels=list(r["input_ids"])) for r in rows]
+    return rows
+
+
+def train_lora(base_model, tokenizer, records: Sequence[dict], *, steps: int = 500, batch_size: int = 16,
+               lr: float = 3e-3, warmup: int = 20, r: int = 16, alpha: int = 32, masking: str = "prompt",
+               pad_eos_bug: bool = False, seed: int = 0, progress: bool = True):
+    """LoRA-fine-tune a copy of ``base_model`` on ``records``; returns ``(peft_model, losses)``.
+
+    The base model itself is left unchanged.
+    """
+    import torch
+    from peft import get_peft_model
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    from utils.models.causal import deterministic
+    from utils.packing import pad_collate
+
+    deterministic(seed)
+    rows = training_rows(records, tokenizer, masking)
+    pad_id = tokenizer.eos_token_id if pad_eos_bug else tokenizer.pad_token_id
+    model = get_peft_model(copy.deepcopy(base_model), lora_config(r, alpha))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, warmup, steps)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    bar = tqdm(range(steps), desc="LoRA SFT", disable=not progress, mininterval=5)
+    for _ in bar:
+        idx = torch.randint(len(rows), (batch_size,), generator=gen).tolist()
+        batch = pad_collate([rows[i] for i in idx], pad_id)
+        if pad_eos_bug:  # the classic collator bug: every position whose input is the pad id is ignored
+            batch["labels"] = batch["labels"].masked_fill(batch["input_ids"] == pad_id, -100)
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     labels=batch["labels"], use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return model.eval(), losses
+
+
+def prompt_ids(question: str, tokenizer, style: str) -> list[int]:
+    """The ids given to the model: the bare question (``"raw"``) or the templated prompt (``"template"``).
+
+    >>> from utils.models import load_tokenizer
+    >>> tok = load_tokenizer()
+    >>> tok.decode(prompt_ids("Hi?", tok, "template"))
+    '<s>human: Hi?\\nassistant:'
+    """
+    from utils.encode import encode_prompt
+
+    if style == "raw":
+        return tokenizer(question)["input_ids"]
+    if style == "template":
+        example = {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": "-"}]}
+        return encode_prompt(example, tokenizer, TEMPLATE)
+    raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+
+
+def evaluate(model, tokenizer, questions: Sequence[dict], style: str = "template",
+             max_new_tokens: int = 24):
+    """Greedy answers to ``questions`` (rows with ``question`` and ``answer``) as a ``pandas.DataFrame``.
+
+    Columns: ``question``, ``answer``, ``output`` (the text generated before EOS), ``stops_with_eos``
+    (EOS within ``max_new_tokens``), ``correct`` (stops with EOS and the output, stripped, equals the
+    answer). Prompts of equal length are generated together, so no padding is involved.
+    """
+    import pandas as pd
+    import torch
+
+    from utils.generate import generation_kwargs
+
+    prompts = [prompt_ids(q["question"], tokenizer, style) for q in questions]
+    results: dict[int, tuple[str, bool]] = {}
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():
+        for n, idx in by_len.items():
+            ids = torch.tensor([prompts[i] for i in idx])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 **generation_kwargs(model, tokenizer, max_new_tokens=max_new_tokens))
+            for i, row in zip(idx, out[:, n:].tolist()):
+                stops = eos in row
+                text = tokenizer.decode(row[: row.index(eos)] if stops else row, skip_special_tokens=True)
+                results[i] = (text, stops)
+    rows = []
+    for i, q in enumerate(questions):
+        text, stops = results[i]
+        rows.append({"question": q["question"], "answer": q["answer"], "output": text,
+                     "stops_with_eos": stops, "correct": stops and text.strip() == q["answer"]})
+    return pd.DataFrame(rows)
+
+
+def rates(table) -> dict[str, float]:
+    """``{"stops_with_eos": ..., "correct": ...}``: the fractions of an :func:`evaluate` table."""
+    return {"stops_with_eos": float(table["stops_with_eos"].mean()), "correct": float(table["correct"].mean())}
+
+
+def compare(models: dict[str, Any], tokenizer, questions: Sequence[dict], styles: Sequence[str] = STYLES):
+    """One row per (model, prompt style) with the two rates, as a ``pandas.DataFrame``.
+
+    >>> from utils.models import load_tokenizer, load_causal_lm
+    >>> from utils.models.sft_data import load_heldout
+    >>> compare({"base": load_causal_lm()}, load_tokenizer(), load_heldout()[:2]).columns.tolist()
+    ['model', 'prompt', 'stops_with_eos', 'correct']
+    """
+    import pandas as pd
+
+    rows = []
+    for name, model in models.items():
+        for style in styles:
+            rows.append({"model": name, "prompt": style, **rates(evaluate(model, tokenizer, questions, style))})
+    return pd.DataFrame(rows)
+
+
+def build(out_dir: Path, **kwargs) -> Path:
+    """Train the chat adapter on the shipped data and save it (safetensors) to ``out_dir``."""
+    from utils.models import load_causal_lm, load_tokenizer
+    from utils.models.sft_data import load_heldout, load_training_records
+
+    start = time.perf_counter()
+    tokenizer, base = load_tokenizer(), load_causal_lm()
+    model, losses = train_lora(base, tokenizer, load_training_records(), **kwargs)
+    seconds = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    # Keep machine paths out of the shipped files: the adapter is always loaded onto load_causal_lm().
+    (out_dir / "README.md").unlink(missing_ok=True)
+    config_path = out_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = None
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    r = rates(evaluate(model, tokenizer, load_heldout(), "template"))
+    print(f"chat adapter: {n_train:,} trainable parameters, {len(losses)} steps, final loss {losses[-1]:.3f}, "
+          f"{seconds:.1f} s; held-out (template): stops with EOS {r['stops_with_eos']:.0%}, "
+          f"correct {r['correct']:.0%}")
+    return out_dir
