@@ -1,0 +1,107 @@
+"""Chapter 1 (model types, chat vs completion): the structural facts the chapter shows, on the shipped
+models, and its exercise answers; the notebook's hidden solution cells are re-run in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nbexec import notebook_namespace
+from utils.generate import chat, chat_prompt_ids, complete
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_model_types.ipynb"
+
+
+@pytest.fixture(scope="module")
+def models():
+    from utils.models import load_causal_lm, load_chat_lm, load_seq2seq_lm, load_tokenizer
+
+    torch.set_num_threads(2)
+    return {"tok": load_tokenizer(), "causal": load_causal_lm(), "seq2seq": load_seq2seq_lm(),
+            "chat": load_chat_lm()}
+
+
+def test_attention_patterns_are_what_the_architectures_say(models):
+    """Causal: zero above the diagonal; encoder and cross attention: every position visible."""
+    from utils.viz import causal_attention, seq2seq_attention
+
+    tok = models["tok"]
+    panel = causal_attention(models["causal"], tok, "今天天气真好")
+    n = len(panel.query_labels)
+    assert np.all(panel.weights[np.triu_indices(n, k=1)] == 0)
+    assert np.all(panel.weights[np.tril_indices(n)] > 0)
+    assert np.allclose(panel.weights.sum(axis=1), 1, atol=1e-5)
+    enc, dec, cross = seq2seq_attention(models["seq2seq"], tok, "翻译成英文：两辆红色的大车", "two big red cars")
+    assert np.all(enc.weights > 0) and np.all(cross.weights > 0)
+    m = len(dec.query_labels)
+    assert np.all(dec.weights[np.triu_indices(m, k=1)] == 0) and np.all(dec.weights[np.tril_indices(m)] > 0)
+    for p in (panel, enc, dec, cross):
+        assert (p.weights[~p.allowed] == 0).all()
+
+
+def test_attention_helpers_restore_the_attention_implementation(models):
+    from utils.viz import causal_attention
+
+    before = models["causal"].config._attn_implementation
+    causal_attention(models["causal"], models["tok"], "今天")
+    assert models["causal"].config._attn_implementation == before
+
+
+def test_chat_is_completion_of_the_rendered_template(models):
+    tok, model = models["tok"], models["chat"]
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == "<s>human: What is the capital of France?\nassistant:"
+    # one BOS: the template wrote it, so the tokenizer adds none
+    assert chat_prompt_ids(tok, messages)[0].tolist() == tok(rendered, add_special_tokens=False)["input_ids"]
+    assert chat_prompt_ids(tok, messages)[0].tolist().count(tok.bos_token_id) == 1
+    assert chat(model, tok, messages, max_new_tokens=16) == complete(model, tok, rendered, max_new_tokens=16).strip()
+
+
+def test_only_the_seq2seq_model_has_an_encoder_and_cross_attention(models):
+    causal, seq2seq = models["causal"], models["seq2seq"]
+    assert not causal.config.is_encoder_decoder and seq2seq.config.is_encoder_decoder
+    assert not any("EncDecAttention" in n or "cross" in n for n, _ in causal.named_parameters())
+    assert any("EncDecAttention" in n for n, _ in seq2seq.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def ns():
+    """The notebook run in-process; its hidden solution cells assert their own answers."""
+    return notebook_namespace(NOTEBOOK.name)
+
+
+def test_notebook_parameter_table_counts_every_parameter_once(ns, models):
+    parts = ns["parts"]
+    for column, model in [("CausalLM（Llama）", models["causal"]), ("Seq2SeqLM（T5）", models["seq2seq"])]:
+        assert parts.loc["合计", column] == sum(p.numel() for p in model.parameters())
+    assert parts.loc["解码器 · 交叉注意力", "CausalLM（Llama）"] == 0
+    assert parts.loc["编码器 · 自注意力", "CausalLM（Llama）"] == 0
+
+
+def test_notebook_chat_and_completion_agree(ns):
+    assert ns["reply_chat"] == ns["reply_completion"].strip()
+    assert ns["rendered"].endswith("assistant:")
+
+
+def test_figure_script_draws_without_missing_glyphs(tmp_path):
+    import importlib.util
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from utils.viz import use_cjk_font
+
+    use_cjk_font()
+    script = NOTEBOOK.parents[1] / "scripts" / "figures" / "ch01_model_types.py"
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Glyph .* missing")
+        paths = module.make(tmp_path)
+    assert [p.name for p in paths] == ["ch01_attention_patterns.png"]
