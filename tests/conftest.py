@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib
 import pytest
+
+# In-process plotting in tests needs no display. Not via the MPLBACKEND variable: nbval's kernels
+# inherit the environment, and under Agg their figures would not be displayed (nor compared).
+matplotlib.use("Agg")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLM_HANDBOOK_SHARED", ROOT.parent / "shared"))
