@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from utils.viz.data_plots import visible_token_text
+from utils.viz.tokens import visible_token_text
 
 __all__ = [
     "BeamCandidate", "BeamHypothesis", "BeamSearchResult", "DecodeStep", "Decoding",

@@ -21,9 +21,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from utils.viz.tokens import VISIBLE_WHITESPACE, visible_token_text  # noqa: F401 (re-exported)
+
 SUPERVISED_COLOR = "#f4a261"
 MASKED_COLOR = "#e6e6e6"
-VISIBLE_WHITESPACE = {"\n": "⏎", " ": "·", "\t": "→"}
 
 
 def _figure(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -31,15 +32,6 @@ def _figure(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize)
     return fig, ax
-
-
-def visible_token_text(text: str) -> str:
-    """A token's text with spaces and newlines made visible, e.g. ``" a\\n"`` → ``"·a⏎"``.
-
-    >>> visible_token_text(" Hi\\n")
-    '·Hi⏎'
-    """
-    return "".join(VISIBLE_WHITESPACE.get(ch, ch) for ch in text) or "∅"
 
 
 def plot_token_mask(tokens: Sequence[str], supervised: Sequence[bool], *, title: str | None = None,

@@ -20,7 +20,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-from utils.viz.data_plots import _figure, visible_token_text
+from utils.viz.data_plots import _figure
+from utils.viz.tokens import visible_token_text
 
 if TYPE_CHECKING:
     from utils.generate import BeamSearchResult, Decoding

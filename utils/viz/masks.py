@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from utils.viz.data_plots import visible_token_text
+from utils.viz.tokens import visible_token_text
 
 IGNORE_INDEX = -100
 _CONTEXT = 8  # tokens of left context when decoding one token (for "▁" spaces, split characters)
