@@ -193,6 +193,7 @@ def build(out_dir: Path, **kwargs) -> Path:
     config_path = out_dir / "adapter_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = None
+    config["target_modules"] = sorted(config["target_modules"])  # peft stores a set: keep rebuilds byte-identical
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     r = rates(evaluate(model, tokenizer, load_heldout(), "template"))
