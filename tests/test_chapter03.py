@@ -13,17 +13,8 @@ from utils.encode import encode
 from utils.models import load_tokenizer
 from utils.templates import ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, render, render_prompt
 
-# Stanford Alpaca train.py, PROMPT_DICT (tatsu-lab/stanford_alpaca), written out literally.
-STANFORD_PROMPT_INPUT = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
-)
-STANFORD_PROMPT_NO_INPUT = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request.\n\n"
-    "### Instruction:\n{instruction}\n\n### Response:"
-)
+# Stanford Alpaca train.py's PROMPT_DICT, written out literally once, in test_templates.py.
+from test_templates import STANFORD_PROMPT_INPUT, STANFORD_PROMPT_NO_INPUT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
