@@ -43,3 +43,23 @@ def notebook_namespace(name: str, *, skip_tags: tuple[str, ...] = ()) -> dict:
     finally:
         os.chdir(cwd)
     return ns
+
+
+def run_figure_script(name: str, img_dir: Path) -> list[Path]:
+    """Run ``scripts/figures/<name>.py``'s ``make(img_dir)`` as make_figures.py does, with the CJK font
+    and a missing-glyph warning turned into an error; returns the written paths."""
+    import importlib.util
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from utils.viz import use_cjk_font
+
+    use_cjk_font()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "figures" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Glyph .* missing")
+        return module.make(img_dir)

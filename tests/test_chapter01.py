@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nbexec import notebook_namespace
+from nbexec import notebook_namespace, run_figure_script
 from utils.generate import chat, chat_prompt_ids, complete
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_model_types.ipynb"
@@ -88,20 +88,5 @@ def test_notebook_chat_and_completion_agree(ns):
 
 
 def test_figure_script_draws_without_missing_glyphs(tmp_path):
-    import importlib.util
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from utils.viz import use_cjk_font
-
-    use_cjk_font()
-    script = NOTEBOOK.parents[1] / "scripts" / "figures" / "ch01_model_types.py"
-    spec = importlib.util.spec_from_file_location(script.stem, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="Glyph .* missing")
-        paths = module.make(tmp_path)
+    paths = run_figure_script("ch01_model_types", tmp_path)
     assert [p.name for p in paths] == ["ch01_attention_patterns.png"]

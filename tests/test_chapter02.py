@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nbexec import notebook_namespace
+from nbexec import notebook_namespace, run_figure_script
 from utils.generate import (beam_search, generation_kwargs, greedy_decode, labels_after_prompt,
                             next_token_distribution, token_losses, warp_logits)
 
@@ -126,22 +126,7 @@ def test_notebook_has_exercises_with_hidden_asserting_solutions():
 
 
 def test_figure_script_draws_every_figure_without_missing_glyphs(tmp_path):
-    import importlib.util
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from utils.viz import use_cjk_font
-
-    use_cjk_font()
-    script = Path(__file__).resolve().parents[1] / "scripts" / "figures" / "ch02_next_token.py"
-    spec = importlib.util.spec_from_file_location(script.stem, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="Glyph .* missing")
-        paths = module.make(tmp_path)
+    paths = run_figure_script("ch02_next_token", tmp_path)
     assert [p.name for p in paths] == ["ch02_next_token_bars.png", "ch02_token_losses.png",
                                        "ch02_decoding_steps.png", "ch02_beam_tree.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
