@@ -19,7 +19,8 @@ IMG = ROOT / "img"
 sys.path.insert(0, str(ROOT))
 
 
-def main(prefixes: list[str]) -> int:
+def run_script(script: Path, img_dir: Path) -> list[Path]:
+    """Run one figure script's ``make(img_dir)`` with the CJK font, seeded, a missing glyph an error."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,20 +28,23 @@ def main(prefixes: list[str]) -> int:
     from utils.viz.fonts import use_cjk_font
 
     use_cjk_font()
+    seed_everything(0)
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Glyph .* missing")  # no tofu boxes
+        return module.make(img_dir)
+
+
+def main(prefixes: list[str]) -> int:
     IMG.mkdir(exist_ok=True)
     for script in sorted((ROOT / "scripts" / "figures").glob("ch*.py")):
         if prefixes and not any(script.stem.startswith(p) for p in prefixes):
             continue
-        seed_everything(0)
-        spec = importlib.util.spec_from_file_location(script.stem, script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="Glyph .* missing")  # no tofu boxes
-            for path in module.make(IMG):
-                print(path.relative_to(ROOT))
+        for path in run_script(script, IMG):
+            print(path.relative_to(ROOT))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

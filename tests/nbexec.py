@@ -46,20 +46,12 @@ def notebook_namespace(name: str, *, skip_tags: tuple[str, ...] = ()) -> dict:
 
 
 def run_figure_script(name: str, img_dir: Path) -> list[Path]:
-    """Run ``scripts/figures/<name>.py``'s ``make(img_dir)`` as make_figures.py does, with the CJK font
-    and a missing-glyph warning turned into an error; returns the written paths."""
+    """Run ``scripts/figures/<name>.py`` exactly as ``scripts/make_figures.py`` does (CJK font, seeded,
+    a missing-glyph warning an error); returns the written paths."""
     import importlib.util
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from utils.viz import use_cjk_font
-
-    use_cjk_font()
-    script = Path(__file__).resolve().parents[1] / "scripts" / "figures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(script.stem, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", message="Glyph .* missing")
-        return module.make(img_dir)
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    spec = importlib.util.spec_from_file_location("make_figures", scripts / "make_figures.py")
+    make_figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_figures)
+    return make_figures.run_script(scripts / "figures" / f"{name}.py", img_dir)
