@@ -122,73 +122,26 @@ def _data_path(path: str) -> Path:
     return data
 
 
-def _located(path: Path) -> list[str]:
-    """``FILE:LINE`` / ``FILE:[INDEX]`` of each example :func:`utils.formats.iter_records` yields.
-
-    Only needed on the error path (to place a problem the template finds); mirrors ``iter_records``.
-    """
-    from utils import formats
-
-    where_of: list[str] = []
-    group = None
-    for where, record in formats._raw(path):
-        if isinstance(record, formats.RecordError):
-            continue
-        try:
-            fmt, examples = formats.check_record(record)
-        except formats.RecordError:
-            continue
-        group = group or formats._GROUPS[fmt]
-        if formats._GROUPS[fmt] == group:
-            where_of += [where] * len(examples)
-    return where_of
-
-
-def _field_of(example: dict, message: str) -> str:
-    if "messages" not in example:
-        return "output" if "assistant reply" in message else "instruction" if "prompt" in message else "record"
-    return "messages"
-
-
-def _template_problems(records: Any, tokenizer: Any, template: Any, path: Path) -> dict[int, str]:
-    """``{example index: "FILE:LINE: field: reason"}`` for every example the template cannot encode."""
-    from utils.encode import encode_batch
-
-    bad: dict[int, str] = {}
-    where_of = None
-    chunk = 1000
-    for start in range(0, len(records), chunk):
-        batch = [dict(records[i]) for i in range(start, min(start + chunk, len(records)))]
-        batch = [{k: v for k, v in ex.items() if v is not None} for ex in batch]
-        try:
-            encode_batch(batch, tokenizer, template)
-            continue
-        except ValueError:
-            pass
-        for offset, example in enumerate(batch):
-            try:
-                encode_batch([example], tokenizer, template)
-            except ValueError as error:
-                if where_of is None:
-                    where_of = _located(path)
-                index = start + offset
-                where = where_of[index] if index < len(where_of) else f"{path}:record {index}"
-                reason = str(error).split(": ", 1)[1] if str(error).startswith("record ") else str(error)
-                bad[index] = f"{where}: {_field_of(example, reason)}: {reason}"
-    return bad
-
-
 def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Namespace, workdir: str,
                  progress: bool) -> tuple[Any, list[str]]:
-    """Read, validate and encode a file: ``(EncodeResult, problem lines)``.
+    """Read, validate and encode a file in one pass: ``(EncodeResult, problem lines)``.
 
-    With ``--on-error stop`` (default) any problem raises :class:`CliError` listing all of them.
+    Every problem is collected -- records :func:`utils.formats.iter_records` rejects and records the
+    template cannot encode (:class:`utils.encode.EncodeError`) -- each as ``FILE:LINE: field: reason``.
+    With ``--on-error stop`` (default) any problem raises :class:`BadRecords` listing all of them.
     """
-    from utils.encode import _as_dataset, encode_dataset
+    from utils.encode import encode_dataset, records_to_dataset
     from utils.formats import iter_records
 
     problems: list[Any] = []
-    stream = iter_records(path, on_error="skip", problems=problems)
+    where_of: list[str] = []  # FILE:LINE of each record, to place the errors the template finds
+
+    def located(stream):
+        for where, record in stream:
+            where_of.append(where)
+            yield record
+
+    stream = located(iter_records(path, on_error="skip", problems=problems, with_location=True))
     first = next(stream, None)
     if first is None:  # nothing valid to encode
         if problems and args.on_error == "stop":
@@ -201,27 +154,14 @@ def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Names
         from datasets.utils import tqdm  # honours datasets.disable_progress_bars()
 
         stream = tqdm(stream, desc="read", unit=" records", leave=False)
-    records = _as_dataset(stream, workdir)
+    records = records_to_dataset(stream, workdir)
+    result = encode_dataset(records, tokenizer, template, max_length=args.max_length,
+                            truncation=args.truncation, num_proc=getattr(args, "num_proc", None),
+                            cache_dir=workdir, on_error="skip")
     lines = [str(p) for p in problems]
-    options = {"max_length": args.max_length, "truncation": args.truncation,
-               "num_proc": getattr(args, "num_proc", None), "cache_dir": workdir}
-    try:
-        result = encode_dataset(records, tokenizer, template, **options)
-    except ValueError as error:
-        if not str(error).startswith("record "):
-            raise
-        bad = _template_problems(records, tokenizer, template, path)
-        if not bad:
-            raise
-        lines += [bad[i] for i in sorted(bad)]
-        result = None
-        if args.on_error == "skip":
-            keep = [i for i in range(len(records)) if i not in bad]
-            records = records.select(keep)
+    lines += [f"{where_of[e.index]}: {e.field}: {e.reason}" for e in result.problems]
     if lines and args.on_error == "stop":
         raise BadRecords(path, lines)
-    if result is None:
-        result = encode_dataset(records, tokenizer, template, **options)
     return result, lines
 
 
@@ -246,6 +186,7 @@ def _tokenizer_name(spec: str | None) -> str:
 def _stats(result: Any, invalid: int, path: Path, tokenizer_name: str) -> dict[str, Any]:
     stats = {"file": path.name, "tokenizer": tokenizer_name}
     stats.update(result.as_dict())
+    stats["records"] = result.records - result.invalid  # valid records; ``invalid`` counts every rejected one
     stats["invalid"] = invalid
     stats["examples"] = result.rows
     stats["supervised_share"] = round(result.supervised_tokens / result.tokens, 4) if result.tokens else 0.0

@@ -467,7 +467,6 @@ def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Templa
 
 
 _tmpdirs: list[str] = []
-# ``records_to_dataset`` is the public name of ``_as_dataset`` (kept for callers of the old name)
 
 
 def _cleanup_tmpdirs() -> None:
@@ -502,9 +501,6 @@ def records_to_dataset(data: Any, cache_dir: str | None = None):
             writer.write(dict(rec))
         writer.finalize()
     return datasets.Dataset.from_file(path)
-
-
-_as_dataset = records_to_dataset
 
 
 def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length: int | None = None,
