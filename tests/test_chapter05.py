@@ -66,8 +66,9 @@ def test_truncated_reply_has_no_eos(ns):
     from utils.encode import encode
 
     tok = ns["tokenizer"]
-    row = encode(ns["long_one"], tok, "human_assistant", max_length=48, truncation="truncate")
-    assert len(row["input_ids"]) == 48 and row["labels"][-1] != tok.eos_token_id
+    cut = ns["CUT"]
+    row = encode(ns["long_one"], tok, "human_assistant", max_length=cut, truncation="truncate")
+    assert len(row["input_ids"]) == cut and row["labels"][-1] != tok.eos_token_id
     assert row["labels"][-1] != -100
 
 

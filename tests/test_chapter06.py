@@ -32,10 +32,9 @@ def table(tok):
 
 
 def test_the_bar_on_the_shipped_adapter(table):
-    # fine-tuned + template: stops with EOS on >= 90% of held-out prompts. (The second half of the bar,
-    # >= 70% correct, is not met yet: tests/test_sft.py::test_shipped_adapter_meets_the_correctness_bar
-    # is a strict xfail that turns red as soon as it passes, so the mark gets removed.)
+    # fine-tuned + template: stops with EOS on >= 90% of held-out prompts and answers >= 70% correctly
     assert table.loc[("lora", "template"), "stops_with_eos"] >= 0.9
+    assert table.loc[("lora", "template"), "correct"] >= 0.7
     # raw prompts to the base model are continued
     assert table.loc[("base", "raw"), "stops_with_eos"] <= 0.3
     # and neither the base model nor the raw question gets there

@@ -148,9 +148,12 @@ def test_every_character_of_the_instruction_data_is_pretrained():
 def test_heldout_facts_are_stated_in_pretraining_but_never_asked_in_sft():
     docs = "\n".join(corpus.pretraining_docs())
     train_text = json.dumps(sft_data.load_training_records(), ensure_ascii=False)
-    for q in sft_data.load_heldout():
-        assert q["answer"] in docs
-        assert q["question"] not in train_text and q["answer"] not in train_text
+    held = sft_data.split_facts()[1]
+    assert [sft_data.chat_question_answer(f)[0] for f in held] == [q["question"] for q in sft_data.load_heldout()]
+    for fact in held:
+        assert corpus.question_answer(fact)[1] in docs  # the fact, as the answer states it
+        for question, answer in sft_data.question_variants(fact):
+            assert question not in train_text and answer not in train_text
 
 
 # ---------------------------------------------------------------------------------------------- base model

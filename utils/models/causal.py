@@ -1,15 +1,22 @@
-"""The tiny *base* causal language model: a 2-layer Llama-style decoder pretrained on our corpus.
+"""The tiny *base* causal language model: a 4-layer Llama-style decoder pretrained on our corpus.
 
-Recipe (measured on 2 CPU cores, ~30 s): hidden 128, MLP 256, 2 layers, 4 heads, tied embeddings;
-documents from :func:`utils.models.corpus.pretraining_docs`, each ``<s> ... </s>``, concatenated and cut
-into rows of 128 tokens; batch 32, 300 steps, AdamW lr 3e-3, 20 warm-up steps then cosine, gradient
-clipping 1.0. Deterministic: fixed seeds, 2 threads, ``torch.use_deterministic_algorithms(True)``.
+Recipe (measured on 2 idle CPU cores, ~2 min): hidden 128, MLP 256, 4 layers, 4 heads, tied embeddings
+(832,640 parameters); documents from :func:`utils.models.corpus.pretraining_docs`, each
+``<s> ... </s>``, concatenated and cut into rows of 128 tokens; batch 32, 400 steps, AdamW lr 3e-3, 20
+warm-up steps then cosine, gradient clipping 1.0. Deterministic: fixed seeds, 2 threads,
+``torch.use_deterministic_algorithms(True)``.
+
+Why 4 layers and not 2: a 2-layer model learns every fact (it completes "The capital of Peru is" with
+" Lima" for all 120 facts), yet after instruction tuning it answered only about half of the held-out
+questions -- it named a fact memorised from the instruction set instead of copying the subject from
+the question. Copying from the context ("induction") is what the two extra layers do reliably; with
+them the chat adapter answers most held-out questions (chapter 6).
 
 Example:
     >>> from utils.models import load_tokenizer
     >>> model = make_model(load_tokenizer())
     >>> model.config.num_hidden_layers
-    2
+    4
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import time
 from pathlib import Path
 
 
-def make_model(tokenizer, hidden_size: int = 128, intermediate_size: int = 256, layers: int = 2,
+def make_model(tokenizer, hidden_size: int = 128, intermediate_size: int = 256, layers: int = 4,
                heads: int = 4, max_positions: int = 512, seed: int = 0):
     """A freshly initialised ``LlamaForCausalLM`` sized for ``tokenizer`` (explicit pad/bos/eos ids)."""
     import torch
@@ -63,7 +70,7 @@ def deterministic(seed: int = 0) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def pretrain(tokenizer, n_docs: int = 3000, steps: int = 300, batch_size: int = 32, seq_len: int = 128,
+def pretrain(tokenizer, n_docs: int = 3000, steps: int = 400, batch_size: int = 32, seq_len: int = 128,
              lr: float = 3e-3, warmup: int = 20, seed: int = 0, progress: bool = True):
     """Train :func:`make_model` on the corpus; returns ``(model, losses)``."""
     import torch

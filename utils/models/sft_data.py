@@ -1,10 +1,18 @@
 """The course's instruction data (chapters 5–6), generated from the facts the pretraining corpus states.
 
 The task: answer a question about a fact (a capital, an opposite, a colour) with one sentence
-("What is the capital of Peru?" → "The capital of Peru is Lima."). Each fact is *stated* in the
-pretraining corpus; the instruction data only *asks* about two thirds of them. The held-out questions
-ask about the other third, so a fine-tuned model can only answer them by combining the answer format
-(learned in SFT) with the fact (learned in pretraining) — the point of chapter 6.
+("What is the capital of Peru?" → "The capital of Peru is Lima."; "请问，秘鲁的首都是哪里？" →
+"你好，秘鲁的首都是利马。"). Each fact is *stated* in the pretraining corpus; the instruction data only
+*asks* about two thirds of them. The held-out questions ask about the other third, so a fine-tuned model
+can only answer them by combining the answer format (learned in SFT) with the fact (learned in
+pretraining) — the point of chapter 6.
+
+Chinese questions open with "请问，" and answers with "你好，" (:data:`CHAT_OPENERS`), as polite chat
+does. It matters to the tiny model: the answer restates the subject ("秘鲁的首都是…"), which the model
+copies from the question by matching what precedes it. In English, "capital of" precedes the subject in
+both question and answer; a bare Chinese question starts with the subject, leaving nothing to match, and
+a fine-tuned model then named a subject memorised from the training set (held-out Chinese questions
+0–40% right, measured; with the openers 80–90%).
 
 Raw files, written by :func:`write_all` into ``utils/data`` (what chapter 5 cleans up):
 
@@ -39,6 +47,9 @@ ALT_QUESTIONS: dict[str, str] = {
     "color_zh": "{s}是什么颜色？",
 }
 
+# How the chat data opens a question and an answer, per language (see the module docstring).
+CHAT_OPENERS: dict[str, tuple[str, str]] = {"en": ("", ""), "zh": ("请问，", "你好，")}
+
 # Subjects the chapter 3–4 sample records already ask about: never held out.
 _IN_SAMPLES = {"capital_en:France", "capital_en:Japan", "capital_en:Italy", "capital_zh:中国",
                "opposite_zh:大"}
@@ -71,10 +82,21 @@ BAD_RECORDS: dict[str, list[str]] = {
 }
 
 
+def chat_question_answer(fact: Fact, question: str | None = None) -> tuple[str, str]:
+    """The (question, answer) of ``fact`` as the chat data writes them (:data:`CHAT_OPENERS` added).
+
+    >>> chat_question_answer(Fact("capital_zh", "秘鲁", "利马"))
+    ('请问，秘鲁的首都是哪里？', '你好，秘鲁的首都是利马。')
+    """
+    q, a = question_answer(fact)
+    q_open, a_open = CHAT_OPENERS[fact.lang]
+    return q_open + (question or q), a_open + a
+
+
 def question_variants(fact: Fact) -> list[tuple[str, str]]:
     """The (question, answer) pairs the training data uses for ``fact`` (two phrasings)."""
-    q, a = question_answer(fact)
-    return [(q, a), (ALT_QUESTIONS[fact.relation].format(s=fact.subject, v=fact.value), a)]
+    alt = ALT_QUESTIONS[fact.relation].format(s=fact.subject, v=fact.value)
+    return [chat_question_answer(fact), chat_question_answer(fact, alt)]
 
 
 def split_facts(seed: int = 0) -> tuple[list[Fact], list[Fact]]:
@@ -93,7 +115,7 @@ def split_facts(seed: int = 0) -> tuple[list[Fact], list[Fact]]:
 
 def heldout_questions(seed: int = 0) -> list[dict]:
     """The held-out rows ``{"question", "answer", "relation"}`` (the same as ``sft_heldout.jsonl``)."""
-    return [dict(zip(("question", "answer"), question_answer(f)), relation=f.relation)
+    return [dict(zip(("question", "answer"), chat_question_answer(f)), relation=f.relation)
             for f in split_facts(seed)[1]]
 
 
