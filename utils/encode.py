@@ -16,6 +16,11 @@ How a row is built (the contract of DESIGN.md, rules 1-7):
    Mistral) from adding their leading "▁" to a reply (``"Hi"`` alone is ``▁Hi``, after ``:`` it is
    ``Hi``); for byte-level BPE (GPT-2, Qwen2) it changes nothing. The method is checked per tokenizer
    on probe strings against whole-text tokenization (:func:`continuation_method`).
+   The template's constant opening (Alpaca's header up to ``### Instruction:\n``, Vicuna's system text,
+   a chat template's default system turn) is tokenized once per tokenizer and reused: the first piece
+   is then those ids plus its remainder tokenized as a continuation, unless a look at a small window
+   around the cut shows that whole-text tokenization puts a token across it (then the whole piece is
+   tokenized). This is why encoding with masks is as fast as tokenizing the bare texts.
 3. ``labels`` equal ``input_ids`` on reply pieces and -100 elsewhere (not shifted: the model shifts).
    So the ids before each reply are exactly ``tokenizer(render_prompt(history))`` (rule 3) and decoding a
    reply's ids gives its text back (rule 6). Where tokenizing the whole text would instead merge the
@@ -110,6 +115,14 @@ class _Plan:
         self.specials = sorted({t for t in tokenizer.all_special_tokens if t} |
                                {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len)
         self.method = continuation_method(tokenizer, backend)
+        self._prefixes: dict = {}
+
+    def prefixes(self, tmpl: Template, tokenizer: Any) -> list[tuple[str, list[int]]]:
+        """``(text, ids)`` of the template's constant prompt openings, longest first (see :func:`_prefixes`)."""
+        found = self._prefixes.get(tmpl)
+        if found is None:
+            found = self._prefixes[tmpl] = _prefixes(tmpl, tokenizer, self)
+        return found
 
     def encode_first(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
@@ -119,6 +132,38 @@ class _Plan:
             return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         eos = self.eos
         return [e.ids[1:] for e in self.backend.encode_batch_fast([eos + t for t in texts], add_special_tokens=False)]
+
+
+_PROBE_USER = "Probe"
+_PREFIX_PROBES = ({"instruction": _PROBE_USER, "input": "", "output": "o"},
+                  {"instruction": _PROBE_USER, "input": "i", "output": "o"},
+                  {"messages": [{"role": "user", "content": _PROBE_USER}, {"role": "assistant", "content": "o"}]})
+
+
+def _prefixes(tmpl: Template, tokenizer: Any, plan: "_Plan") -> list[tuple[str, list[int]]]:
+    """The text every prompt of ``tmpl`` starts with before the user's words (e.g. Alpaca's header up to
+    ``### Instruction:\n``, Vicuna's system text, a chat template's default system turn), one per prompt
+    variant, cut at a token boundary, with its ids. :func:`encode_batch` tokenizes these once instead of
+    once per record. Found by rendering probe records; ``[]`` when the template has no such text.
+    """
+    found: dict[str, list[int]] = {}
+    for probe in _PREFIX_PROBES:
+        try:
+            first = tmpl.segments(probe, tokenizer)[0].text
+        except (ValueError, IndexError, TypeError):
+            continue
+        start = first.find(_PROBE_USER)
+        if start <= 0:
+            continue
+        # cut where whole-text tokenization has a token boundary (``human:`` + `` Probe``, not ``human: ``)
+        enc = plan.backend.encode(first, add_special_tokens=False)
+        cut = max([b for a, b in enc.offsets if b <= start] + [0])
+        if any(a < start < b for a, b in enc.offsets):
+            cut = min(cut, max(a for a, b in enc.offsets if a < start < b))
+        if cut > 0:
+            text = first[:cut]
+            found[text] = plan.encode_first([text], tmpl.add_special_tokens)[0]
+    return sorted(found.items(), key=lambda kv: -len(kv[0]))
 
 
 _plans: "weakref.WeakKeyDictionary[Any, _Plan]" = weakref.WeakKeyDictionary()
@@ -272,14 +317,41 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
             invalid.add(i)
             all_segs.append([Segment("", False), Segment(plan.eos, True)])  # placeholder, never returned
 
-    firsts = plan.encode_first([segs[0].text for segs in all_segs], tmpl.add_special_tokens)
-    rest_texts = [s.text for segs in all_segs for s in segs[1:]]
-    rest = plan.encode_cont(rest_texts) if rest_texts else []
+    # 1. the first piece (the prompt up to the first reply): a text that starts with the template's
+    #    constant opening (:func:`_prefixes`) gets its cached ids + the remainder as a continuation
+    #    (unless a token would span the cut: then, rarely, the whole piece is tokenized)
+    prefixes = plan.prefixes(tmpl, tokenizer)
+    split: list[tuple[int, int, list[int]]] = []  # (record, prefix length, prefix ids)
+    whole: list[int] = []
+    for i, segs in enumerate(all_segs):
+        text = segs[0].text
+        for ptext, pids in prefixes:
+            if len(text) > len(ptext) and text.startswith(ptext):
+                split.append((i, len(ptext), pids))
+                break
+        else:
+            whole.append(i)
+    # 2. every later piece, tokenized on its own as a continuation -- with the remainders, in one call
+    cont_texts = [all_segs[i][0].text[n:] for i, n, _ in split]
+    cont_texts += [s.text for segs in all_segs for s in segs[1:]]
+    cont = plan.encode_cont(cont_texts) if cont_texts else []
+    rest = cont[len(split):]
 
-    # boundary merges: would whole-text tokenization join the end of the prompt and the start of a reply?
-    # (a prompt ending with a special token, e.g. Mistral's [/INST], cannot merge: no window needed)
-    windows, cuts, slots = [], [], []
+    # 3. one batched look at small windows around every cut: does whole-text tokenization put a token
+    #    across it? At a prompt cut that means "tokenize the whole piece instead"; at a prompt/reply
+    #    boundary it is a boundary merge (counted; the row keeps the separate tokens inference sees).
+    #    A prompt ending with a special token (e.g. Mistral's [/INST]) cannot merge: no window needed.
+    windows, cuts = [], []
+
+    def window(left: str, right: str) -> None:
+        left = left[-_WINDOW:]
+        windows.append(left + right[:_WINDOW])
+        cuts.append(len(left))
+
+    for i, n, _ in split:
+        window(all_segs[i][0].text[:n], all_segs[i][0].text[n:])
     merged_flags: list[bool] = []
+    slots: list[int] = []
     ends_special = tuple(plan.specials)
     for segs in all_segs:
         for k in range(1, len(segs)):
@@ -287,13 +359,22 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
                 merged_flags.append(False)
                 if ends_special and segs[k - 1].text.endswith(ends_special):
                     continue
-                left, right = segs[k - 1].text[-_WINDOW:], segs[k].text[:_WINDOW]
-                windows.append(left + right)
-                cuts.append(len(left))
+                window(segs[k - 1].text, segs[k].text)
                 slots.append(len(merged_flags) - 1)
-    if windows:
-        for enc, cut, slot in zip(plan.backend.encode_batch(windows, add_special_tokens=False), cuts, slots):
-            merged_flags[slot] = any(a < cut < b for a, b in enc.offsets)
+    crossing = [any(a < cut < b for a, b in enc.offsets)
+                for enc, cut in zip(plan.backend.encode_batch(windows, add_special_tokens=False), cuts)]
+    for slot, flag in zip(slots, crossing[len(split):]):
+        merged_flags[slot] = flag
+
+    firsts: list = [None] * len(all_segs)
+    for (i, _, pids), ids, cross in zip(split, cont, crossing):
+        if cross:
+            whole.append(i)
+        else:
+            firsts[i] = pids + ids
+    if whole:
+        for i, ids in zip(whole, plan.encode_first([all_segs[i][0].text for i in whole], tmpl.add_special_tokens)):
+            firsts[i] = ids
 
     rows: list[dict | None] = []
     r = m = 0
