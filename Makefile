@@ -52,7 +52,7 @@ figures: setup
 	$(BIN)/python scripts/make_figures.py
 
 bench: setup
-	$(BIN)/python benchmarks/prepare_bench.py
+	TOKENIZERS_PARALLELISM=true $(BIN)/python benchmarks/prepare_bench.py
 
 # Re-resolve constraints.txt from pyproject.toml (maintainers only; needs the package index).
 lock:

@@ -43,7 +43,9 @@ from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the tokenizers library's default: batched calls use a thread per core (2 here); per-example calls
+# cannot. Set TOKENIZERS_PARALLELISM=false to compare single-threaded.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 os.environ.setdefault("RAYON_NUM_THREADS", "2")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -306,7 +308,9 @@ def main(argv=None) -> int:
     jsonl = workdir / "data.jsonl"
     jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     print(f"{n:,} Alpaca records ({', '.join(REAL_FILES)} repeated); median of {repeats}; "
-          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}, "
+          f"RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}")
 
     table, mask_rows, packing_rows, results = [], [], [], {}
     for name in TOKENIZERS:

@@ -25,6 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLM_HANDBOOK_SHARED", ROOT.parent / "shared"))
 REFERENCE_TOKENIZERS = ("gpt2", "llama", "mistral", "qwen2")
+WITH_CHAT_TEMPLATE = ("tiny", "mistral", "qwen2")
+"""The tokenizers that carry a Jinja chat template (the others: GPT-2, LLaMA; checked by the fixtures)."""
 
 
 def require_shared(*parts: str) -> Path:
@@ -75,3 +77,19 @@ def reference_tokenizer(request):
 def any_tokenizer(request):
     """Each of the four tokenizers the contract must hold for: tiny, GPT-2, LLaMA, Qwen2 (+ Mistral)."""
     return load_any_tokenizer(request.param)
+
+
+@pytest.fixture(scope="session", params=WITH_CHAT_TEMPLATE)
+def chat_tokenizer(request):
+    """Each tokenizer with a chat template (for the ``chat_template`` template)."""
+    tok = load_any_tokenizer(request.param)
+    assert tok.chat_template, f"{request.param} was expected to carry a chat template"
+    return tok
+
+
+@pytest.fixture(scope="session", params=[t for t in ("tiny",) + REFERENCE_TOKENIZERS if t not in WITH_CHAT_TEMPLATE])
+def plain_tokenizer(request):
+    """Each tokenizer without a chat template."""
+    tok = load_any_tokenizer(request.param)
+    assert not tok.chat_template, f"{request.param} was expected to have no chat template"
+    return tok

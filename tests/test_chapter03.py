@@ -46,13 +46,14 @@ def test_hand_written_labels_equal_encode(ns):
     assert ns["labels"][-1] == tok.eos_token_id
 
 
-@pytest.mark.parametrize("index", range(14))
+_SAMPLE_LINES = [line for line in (resources.files("utils") / "data" / "alpaca_samples.jsonl")
+                 .read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("index", range(len(_SAMPLE_LINES)))
 def test_hand_written_mask_for_every_sample_record(index):
     tok = load_tokenizer()
-    lines = (resources.files("utils") / "data" / "alpaca_samples.jsonl").read_text(encoding="utf-8").splitlines()
-    if index >= len(lines):
-        pytest.skip("fewer sample records")
-    rec = json.loads(lines[index])
+    rec = json.loads(_SAMPLE_LINES[index])
     prompt = (STANFORD_PROMPT_INPUT if rec.get("input") else STANFORD_PROMPT_NO_INPUT).format_map(rec)
     p_ids = tok(prompt)["input_ids"]
     r_ids = tok(rec["output"] + tok.eos_token, add_special_tokens=False)["input_ids"]

@@ -124,10 +124,8 @@ def test_encode_prompt_is_the_rows_prefix(any_tokenizer):
                 assert row["input_ids"][:start] == prompt
 
 
-def test_chat_template_prompt_ids_equal_apply_chat_template(any_tokenizer):
-    tok = any_tokenizer
-    if not tok.chat_template:
-        pytest.skip("tokenizer has no chat template")
+def test_chat_template_prompt_ids_equal_apply_chat_template(chat_tokenizer):
+    tok = chat_tokenizer
     for example in (CASES["one_turn"], conv(("Hi", "Yo"), ("你好", "你好！"), ("Bye", "\nbye")),
                     *[CASES[f"reply_{k}"] for k in REPLY_STARTS]):
         row = encode(example, tok, "chat_template")

@@ -144,3 +144,15 @@ def test_rejects_rows_whose_labels_do_not_match_ids():
 
     with pytest.raises(ValueError, match="labels has 1 values but input_ids has 2"):
         token_views({"input_ids": [1, 2], "labels": [1]}, load_reference_tokenizer("gpt2"))
+
+
+def test_mask_views_do_not_import_matplotlib():
+    """The terminal view (``python -m utils inspect``) must not pay for matplotlib; figures import it on use."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom utils.viz import mask_ansi, show_mask\nassert 'matplotlib' not in sys.modules\n"
+            "from utils.viz import plot_loss_curve\nassert 'matplotlib' in sys.modules\n"
+            "import utils.viz as v\nassert set(v.__all__) <= set(dir(v))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

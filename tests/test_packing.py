@@ -247,12 +247,10 @@ def test_use_cache_trap_is_caught_and_avoided(model):
 
 
 def test_packed_loss_on_the_shipped_causal_lm():
-    models = pytest.importorskip("utils.models")
-    try:
-        model = models.load_causal_lm()
-        tok = models.load_tokenizer()
-    except (FileNotFoundError, OSError) as error:  # checkpoint not built yet
-        pytest.skip(f"shipped causal LM not available: {error}")
+    from utils import models
+
+    model = models.load_causal_lm()
+    tok = models.load_tokenizer()
     texts = ["今天天气真好，我们出去看电影吧", "The chicken crossed the road.", "How are you?", "你好"]
     rows = []
     for text in texts:

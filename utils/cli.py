@@ -374,8 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    if (getattr(args, "num_proc", None) or 1) > 1:
+        # worker processes share the cores; a tokenizer thread pool inherited over fork would deadlock
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if getattr(args, "quiet", False):
         import datasets
 

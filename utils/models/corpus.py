@@ -15,10 +15,11 @@ Three sources, all written for this course (Chinese and English):
   whose texts enter the corpus as loose paragraphs, so every character they use is known to the
   tokenizer and the model.
 
-Example:
+Example (``n_docs`` generated documents, then every hand-written paragraph once, four per document):
     >>> docs = pretraining_docs(n_docs=5, seed=0)
-    >>> len(docs)
-    5
+    >>> paragraphs = read_lines("corpus_text.txt") + sample_texts()
+    >>> len(docs) == 5 + -(-len(paragraphs) // 4)
+    True
 """
 
 from __future__ import annotations

@@ -1,21 +1,41 @@
 """Views and figures: label-mask views (HTML / ANSI), next-token bars, decoding trees, histograms.
 
-Each submodule holds one kind of picture; the public functions are re-exported here.
+Each submodule holds one kind of picture; the public functions are available here too. They are
+imported on first use, so ``from utils.viz import mask_ansi`` (a terminal view) does not import
+matplotlib.
+
+>>> from utils.viz import mask_ansi
+>>> callable(mask_ansi)
+True
 """
 
-from utils.viz.data_plots import (plot_eos_correct, plot_length_histogram, plot_loss_curve,
-                                  plot_packing_efficiency, plot_row_mask, plot_token_mask,
-                                  visible_token_text)
-from utils.viz.masks import TokenView, mask_ansi, mask_html, mask_table, show_mask, token_views
-from utils.viz.fonts import cjk_font_path, missing_glyphs, use_cjk_font
+from __future__ import annotations
 
-__all__ = ["cjk_font_path", "missing_glyphs", "use_cjk_font"]
-__all__ += ["plot_eos_correct", "plot_length_histogram", "plot_loss_curve", "plot_packing_efficiency",
-            "plot_row_mask", "plot_token_mask", "visible_token_text"]
-__all__ += ["TokenView", "mask_ansi", "mask_html", "mask_table", "show_mask", "token_views"]
-from utils.viz.decoding import (plot_beam_tree, plot_decoding_steps, plot_next_token_bars,
-                                plot_token_losses)
-from utils.viz.plots import AttentionPanel, causal_attention, plot_attention_patterns, seq2seq_attention
+import importlib
+from typing import Any
 
-__all__ += ["plot_beam_tree", "plot_decoding_steps", "plot_next_token_bars", "plot_token_losses"]
-__all__ += ["AttentionPanel", "causal_attention", "plot_attention_patterns", "seq2seq_attention"]
+_WHERE = {
+    "fonts": ["cjk_font_path", "missing_glyphs", "use_cjk_font"],
+    "data_plots": ["plot_eos_correct", "plot_length_histogram", "plot_loss_curve", "plot_packing_efficiency",
+                   "plot_row_mask", "plot_token_mask"],
+    "tokens": ["visible_token_text"],
+    "masks": ["TokenView", "mask_ansi", "mask_html", "mask_table", "show_mask", "token_views"],
+    "decoding": ["plot_beam_tree", "plot_decoding_steps", "plot_next_token_bars", "plot_token_losses"],
+    "plots": ["AttentionPanel", "causal_attention", "plot_attention_patterns", "seq2seq_attention"],
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'utils.viz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"utils.viz.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
