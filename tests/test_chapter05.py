@@ -75,3 +75,15 @@ def test_truncated_reply_has_no_eos(ns):
 def test_split_is_deterministic(ns):
     again = ns["prepared"].dataset.train_test_split(test_size=0.1, seed=0)
     assert again["test"]["input_ids"] == ns["dataset"]["validation"]["input_ids"]
+
+
+def test_figure_script_uses_the_notebooks_choices(ns):
+    """img/ch05_*.png must show what the notebook chose (the script repeats the constants)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "figures" / "ch05_prepare_dataset.py"
+    spec = importlib.util.spec_from_file_location("ch05_figures", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.MAX_LENGTH == ns["MAX_LENGTH"] and script.TEMPLATE == ns["TEMPLATE"]

@@ -15,7 +15,7 @@ from utils.packing import pack, packing_efficiency
 from utils.viz import plot_length_histogram, plot_packing_efficiency
 
 TEMPLATE = "human_assistant"
-MAX_LENGTH = 64
+MAX_LENGTH = 80  # the value notebooks/05_prepare_dataset.ipynb picks (a test checks they agree)
 PACK_LENGTH = 128
 BATCH_SIZE = 16
 
