@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import copy
 import io
 import json
@@ -202,7 +203,9 @@ def timed_interleaved(fns: dict, repeats: int) -> dict:
 
     The methods run in turn, one repeat of each before the next repeat, so that load from other
     processes on a shared machine falls on all of them alike. CPU seconds (``time.process_time``,
-    all threads of this process) do not count time spent waiting for a busy CPU.
+    all threads of this process) do not count time spent waiting for a busy CPU. As ``timeit`` does,
+    the garbage collector is off while a method runs (collected before): otherwise the other methods'
+    results, alive in this process, would slow down whichever method creates the most Python objects.
     """
     walls: dict = {key: [] for key in fns}
     cpus: dict = {key: [] for key in fns}
@@ -210,10 +213,15 @@ def timed_interleaved(fns: dict, repeats: int) -> dict:
     for _ in range(repeats):
         for key, fn in fns.items():
             results[key] = None  # free the previous result first
-            wall, cpu = time.perf_counter(), time.process_time()
-            results[key] = fn()
-            walls[key].append(time.perf_counter() - wall)
-            cpus[key].append(time.process_time() - cpu)
+            gc.collect()
+            gc.disable()
+            try:
+                wall, cpu = time.perf_counter(), time.process_time()
+                results[key] = fn()
+                walls[key].append(time.perf_counter() - wall)
+                cpus[key].append(time.process_time() - cpu)
+            finally:
+                gc.enable()
     return {key: (statistics.median(walls[key]), statistics.median(cpus[key]), results[key]) for key in fns}
 
 
