@@ -74,30 +74,22 @@ def pretrain(tokenizer, n_docs: int = 3000, steps: int = 400, batch_size: int = 
              lr: float = 3e-3, warmup: int = 20, seed: int = 0, progress: bool = True):
     """Train :func:`make_model` on the corpus; returns ``(model, losses)``."""
     import torch
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
     from utils.models.corpus import pretraining_docs
+    from utils.models.training import train_steps
 
     deterministic(seed)
     rows = pack_documents(pretraining_docs(n_docs, seed=seed), tokenizer, seq_len)
     model = make_model(tokenizer, seed=seed)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = get_cosine_schedule_with_warmup(opt, warmup, steps)
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    bar = tqdm(range(steps), desc="pretrain base LM", disable=not progress, mininterval=10)
-    for _ in bar:
+
+    def next_batch(step: int) -> dict:
         batch = rows[torch.randint(len(rows), (batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        return {"input_ids": batch, "labels": batch, "use_cache": False}
+
+    losses = train_steps(model, model.parameters(), next_batch, steps=steps, lr=lr, warmup=warmup,
+                         weight_decay=0.01, desc="pretrain base LM", progress=progress)
     return model.eval(), losses
 
 

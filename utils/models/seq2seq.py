@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import shutil
 import tempfile
@@ -326,7 +325,9 @@ def build(out_dir: str | Path | None = None, tokenizer: "PreTrainedTokenizerBase
     """
     import numpy as np
     import torch
-    from transformers import DataCollatorForSeq2Seq, get_cosine_schedule_with_warmup
+    from transformers import DataCollatorForSeq2Seq
+
+    from utils.models.training import train_steps
 
     out_dir = Path(out_dir) if out_dir is not None else ASSET_DIR
     if tokenizer is None:
@@ -350,31 +351,10 @@ def build(out_dir: str | Path | None = None, tokenizer: "PreTrainedTokenizerBase
 
         model = new_model(tokenizer, seed=seed, **model_overrides)
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-        schedule = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps, desc="seq2seq (T5)", unit="step", mininterval=2.0)
-        losses: list[float] = []
-        for step in range(steps):
-            batch = collate(features[step * batch_size:(step + 1) * batch_size])
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            if not math.isfinite(losses[-1]):
-                raise RuntimeError(f"seq2seq training diverged at step {step} (loss {losses[-1]})")
-            if bar is not None:
-                bar.update(1)
-                if step % 50 == 0 or step == steps - 1:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        if bar is not None:
-            bar.close()
+        losses = train_steps(model, model.parameters(),
+                             lambda step: collate(features[step * batch_size:(step + 1) * batch_size]),
+                             steps=steps, lr=lr, warmup=warmup, weight_decay=0.01, desc="seq2seq (T5)",
+                             progress=progress)
         train_seconds = time.perf_counter() - start
         model.eval()
         accuracy = held_out_accuracy(model, tokenizer, n=eval_n, by_task=True)

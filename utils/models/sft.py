@@ -69,10 +69,9 @@ def train_lora(base_model, tokenizer, records: Sequence[dict], *, steps: int = 3
     """
     import torch
     from peft import get_peft_model
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
     from utils.models.causal import deterministic
+    from utils.models.training import train_steps
     from utils.packing import pad_collate
 
     deterministic(seed)
@@ -80,26 +79,19 @@ def train_lora(base_model, tokenizer, records: Sequence[dict], *, steps: int = 3
     pad_id = tokenizer.eos_token_id if pad_eos_bug else tokenizer.pad_token_id
     model = get_peft_model(copy.deepcopy(base_model), lora_config(r, alpha))
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, warmup, steps)
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    bar = tqdm(range(steps), desc="LoRA SFT", disable=not progress, mininterval=5)
-    for _ in bar:
+
+    def next_batch(step: int) -> dict:
         idx = torch.randint(len(rows), (batch_size,), generator=gen).tolist()
         batch = pad_collate([rows[i] for i in idx], pad_id)
         if pad_eos_bug:  # the classic collator bug: every position whose input is the pad id is ignored
             batch["labels"] = batch["labels"].masked_fill(batch["input_ids"] == pad_id, -100)
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     labels=batch["labels"], use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "labels": batch["labels"], "use_cache": False}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses = train_steps(model, params, next_batch, steps=steps, lr=lr, warmup=warmup, weight_decay=0.0,
+                         desc="LoRA SFT", progress=progress)
     return model.eval(), losses
 
 
