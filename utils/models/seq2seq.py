@@ -338,7 +338,7 @@ def build(out_dir: str | Path | None = None, tokenizer: "PreTrainedTokenizerBase
         if getattr(tokenizer, name) is None:
             raise ValueError(f"the tokenizer has no {name[:-3]}; the T5 needs pad and EOS tokens")
 
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    previous_threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     random.seed(seed)
@@ -390,7 +390,7 @@ def build(out_dir: str | Path | None = None, tokenizer: "PreTrainedTokenizerBase
                 shutil.rmtree(tmp)
         return metrics
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
