@@ -285,6 +285,15 @@ def _segments_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: An
     return segs
 
 
+def _check_options(max_length: int | None, truncation: str, on_error: str) -> None:
+    if truncation not in TRUNCATION_POLICIES:
+        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if max_length is not None and max_length < 2:
+        raise ValueError(f"max_length must be at least 2, got {max_length}")
+
+
 def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template: TemplateLike,
                  max_length: int | None = None, truncation: str = "drop", *, start_index: int = 0,
                  details: list | None = None, on_error: str = "raise",
@@ -296,12 +305,7 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
     template cannot encode raises :class:`EncodeError` (``on_error="raise"``) or, with ``"skip"``, gives
     None and its error is appended to ``problems``. ``start_index`` numbers records in errors.
     """
-    if truncation not in TRUNCATION_POLICIES:
-        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if max_length is not None and max_length < 2:
-        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    _check_options(max_length, truncation, on_error)
     tmpl = get_template(template)
     plan = _plan(tokenizer)
     all_segs: list[list[Segment]] = []
@@ -611,10 +615,7 @@ def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length
     from utils import __version__
 
     tmpl = get_template(template)
-    if truncation not in TRUNCATION_POLICIES:
-        raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    _check_options(max_length, truncation, on_error)  # before reading a stream into Arrow
     ds = records_to_dataset(data, cache_dir)
     records = len(ds)
     ints = datasets.List(datasets.Value("int32"))
