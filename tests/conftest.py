@@ -79,6 +79,12 @@ def any_tokenizer(request):
     return load_any_tokenizer(request.param)
 
 
+@pytest.fixture(scope="session")
+def tok():
+    """The shipped tiny tokenizer."""
+    return load_any_tokenizer("tiny")
+
+
 @pytest.fixture(scope="session", params=WITH_CHAT_TEMPLATE)
 def chat_tokenizer(request):
     """Each tokenizer with a chat template (for the ``chat_template`` template)."""

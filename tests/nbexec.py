@@ -48,10 +48,16 @@ def notebook_namespace(name: str, *, skip_tags: tuple[str, ...] = ()) -> dict:
 def run_figure_script(name: str, img_dir: Path) -> list[Path]:
     """Run ``scripts/figures/<name>.py`` exactly as ``scripts/make_figures.py`` does (CJK font, seeded,
     a missing-glyph warning an error); returns the written paths."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    return load_script("make_figures.py").run_script(scripts / "figures" / f"{name}.py", img_dir)
+
+
+def load_script(relative: str):
+    """Import ``scripts/<relative>`` (not a package) as a module."""
     import importlib.util
 
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    spec = importlib.util.spec_from_file_location("make_figures", scripts / "make_figures.py")
-    make_figures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_figures)
-    return make_figures.run_script(scripts / "figures" / f"{name}.py", img_dir)
+    path = Path(__file__).resolve().parents[1] / "scripts" / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from nbexec import notebook_namespace
+from nbexec import load_script, notebook_namespace
 from utils.models.sft_data import load_training_records
 from utils.packing import pad_collate
 
@@ -79,11 +79,5 @@ def test_split_is_deterministic(ns):
 
 def test_figure_script_uses_the_notebooks_choices(ns):
     """img/ch05_*.png must show what the notebook chose (the script repeats the constants)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "figures" / "ch05_prepare_dataset.py"
-    spec = importlib.util.spec_from_file_location("ch05_figures", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("figures/ch05_prepare_dataset.py")
     assert script.MAX_LENGTH == ns["MAX_LENGTH"] and script.TEMPLATE == ns["TEMPLATE"]

@@ -14,15 +14,10 @@ import copy
 import pytest
 import torch
 
-from utils.models import load_causal_lm, load_chat_lm, load_tokenizer
+from utils.models import load_causal_lm, load_chat_lm
 from utils.models.sft import compare, evaluate, lora_config, prompt_ids, rates, training_rows
 from utils.models.sft_data import load_heldout, load_training_records
 from utils.packing import pad_collate
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

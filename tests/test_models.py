@@ -9,16 +9,11 @@ import sys
 import pytest
 import torch
 
-from utils.models import ASSETS, load_causal_lm, load_tokenizer
+from utils.models import ASSETS, load_causal_lm
 from utils.models import corpus, sft_data
 
 MANUAL_SENTENCES = ["今天天气真好，我们出去看电影吧", "The chicken crossed the road",
                     "How are you? Hope this email finds you well"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,11 @@ import json
 import pytest
 import torch
 
-from utils.models import ASSETS, load_causal_lm, load_chat_lm, load_tokenizer
+from utils.models import ASSETS, load_causal_lm, load_chat_lm
 from utils.models import sft, sft_data
 from utils.models.sft import evaluate, rates
 
 BAR_EOS, BAR_CORRECT, BASE_RAW_EOS_MAX = 0.9, 0.7, 0.3
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")
