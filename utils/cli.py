@@ -285,7 +285,7 @@ def _use_color(choice: str) -> bool:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from utils.encode import encode_batch
+    from utils.encode import IGNORE_INDEX, encode_batch
     from utils.formats import iter_records
     from utils.viz.masks import mask_ansi
 
@@ -310,7 +310,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         if row is None:
             print(f"{title}── dropped: longer than --max-length {args.max_length}\n")
             continue
-        supervised = sum(label != -100 for label in row["labels"])
+        supervised = sum(label != IGNORE_INDEX for label in row["labels"])
         print(f"{title}· {len(row['input_ids'])} tokens, {supervised} supervised ──")
         print(mask_ansi(row, tokenizer, color=color))
         print()

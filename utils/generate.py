@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from utils.encode import IGNORE_INDEX
 from utils.viz.tokens import visible_token_text
 
 __all__ = [
@@ -200,7 +201,7 @@ def labels_after_prompt(tokenizer, text: str, prompt: str = "") -> tuple[torch.T
             raise ValueError(f"the prompt {prompt!r} tokenizes to {p_ids}, which is not a prefix of the "
                              f"text's ids {ids[0].tolist()}: a token merges across the boundary")
     labels = ids.clone()
-    labels[:, :n_prompt] = -100
+    labels[:, :n_prompt] = IGNORE_INDEX
     return ids, labels
 
 
@@ -218,10 +219,10 @@ def token_losses(model, tokenizer, text: str, prompt: str = "") -> pd.DataFrame:
     ids, labels = labels_after_prompt(tokenizer, text, prompt)
     logits = model(input_ids=ids).logits[0].float()
     shift_logits, shift_labels = logits[:-1], labels[0, 1:]
-    losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="none")
+    losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
     rows = []
     for i in range(len(shift_labels)):
-        if shift_labels[i] == -100:
+        if shift_labels[i] == IGNORE_INDEX:
             continue
         target = int(shift_labels[i])
         rows.append({"position": i + 1,

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-IGNORE_INDEX = -100
+from utils.encode import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX",

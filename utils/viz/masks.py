@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from utils.encode import IGNORE_INDEX
 from utils.viz.tokens import visible_token_text
 
-IGNORE_INDEX = -100
 _CONTEXT = 8  # tokens of left context when decoding one token (for "▁" spaces, split characters)
 
 __all__ = ["TokenView", "mask_ansi", "mask_html", "mask_table", "show_mask", "token_views"]
