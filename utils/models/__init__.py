@@ -5,6 +5,9 @@
 - :func:`load_causal_lm`: the *base* model, a tiny Llama-style decoder that continues text.
 - :func:`load_chat_lm`: the base model with the shipped LoRA adapter (instruction-tuned) merged in.
 - :func:`load_seq2seq_lm`: a tiny T5 (encoder-decoder), from :mod:`utils.models.seq2seq`.
+- :func:`load_reference_tokenizer`: a *real* tokenizer shipped as data (GPT-2, Qwen2.5-Instruct with its
+  ChatML template, Mistral v0.3), to see what real tokenizers and chat templates do; see
+  ``utils/assets/reference_tokenizers/SOURCES.md`` for where each comes from and its licence.
 
 All are rebuilt deterministically by ``python -m utils.models build`` and checked by
 ``python -m utils.models check``.
@@ -24,6 +27,9 @@ from pathlib import Path
 
 ASSETS = Path(str(resources.files("utils") / "assets"))
 """Folder of the shipped checkpoints: ``tokenizer/``, ``causal_lm/``, ``chat_adapter/``, ``seq2seq_lm/``."""
+
+REFERENCE_TOKENIZERS = ("gpt2", "qwen2_5", "mistral")
+"""Names of the real tokenizers shipped in ``utils/assets/reference_tokenizers/`` (files only, no weights)."""
 
 _MISSING = ("{path} is missing. The checkpoints ship with the repository; rebuild them with "
             "`python -m utils.models build` (or check out the repository's utils/assets/).")
@@ -77,6 +83,25 @@ def load_chat_lm(merge: bool = True):
     return model.eval()
 
 
+def load_reference_tokenizer(name: str):
+    """A real tokenizer shipped with the course, loaded offline: ``"gpt2"``, ``"qwen2_5"`` or ``"mistral"``.
+
+    ``gpt2``: GPT-2's byte-level BPE (no chat template); ``qwen2_5``: Qwen2.5-Instruct with its upstream
+    ChatML chat template; ``mistral``: Mistral-7B-Instruct-v0.3, a SentencePiece-family tokenizer that adds
+    ``<s>`` itself. Tokenizer files only (no model): for counting and looking at tokens and templates.
+
+    >>> tok = load_reference_tokenizer("qwen2_5")
+    >>> tok.eos_token, len(tok("今天天气真好")["input_ids"])
+    ('<|im_end|>', 4)
+    """
+    if name not in REFERENCE_TOKENIZERS:
+        raise ValueError(f"unknown reference tokenizer {name!r}; choose one of {', '.join(REFERENCE_TOKENIZERS)} "
+                         "(or load your own with transformers.AutoTokenizer.from_pretrained(DIR))")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_asset(f"reference_tokenizers/{name}")))
+
+
 def load_seq2seq_lm():
     """The tiny T5 model (see :mod:`utils.models.seq2seq`)."""
     from utils.models.seq2seq import load_seq2seq_lm as _load
@@ -84,4 +109,4 @@ def load_seq2seq_lm():
     return _load()
 
 
-__all__ = ["ASSETS", "load_tokenizer", "load_causal_lm", "load_chat_lm", "load_seq2seq_lm"]
+__all__ = ["ASSETS", "REFERENCE_TOKENIZERS", "load_reference_tokenizer", "load_tokenizer", "load_causal_lm", "load_chat_lm", "load_seq2seq_lm"]
