@@ -5,6 +5,13 @@
 
 Each notebook must finish in under 60 s on 2 CPU cores; the time is printed, and a slower one fails.
 The first code cell is reset to the shared set-up cell (utils.course.SETUP_CELL) before running.
+
+Notebook metadata is stored as JupyterLab will see it, so that opening a notebook does not mark it
+modified: JupyterLab overwrites ``kernelspec`` and ``language_info`` with what the running kernel
+reports, and any difference (``"Python 3"`` vs the kernel's ``"Python 3 (ipykernel)"``) makes the
+notebook dirty at once. So the kernelspec written is the installed ``python3`` kernel's own, and
+``language_info`` is the one the kernel reported while executing. (With a Python version other than
+the course's, 3.11, JupyterLab still updates ``language_info.version``: that one cannot be avoided.)
 """
 
 from __future__ import annotations
@@ -30,10 +37,18 @@ def sync_setup_cell(nb) -> None:
     first.source = SETUP_CELL
 
 
+def kernelspec_metadata(name: str = "python3") -> dict:
+    """The ``kernelspec`` notebook metadata JupyterLab writes for the installed kernel ``name``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(name)
+    return {"display_name": spec.display_name, "language": spec.language, "name": name}
+
+
 def run(path: Path, timeout: int = 600) -> float:
     nb = nbformat.read(path, as_version=4)
     sync_setup_cell(nb)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = kernelspec_metadata()
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -49,6 +49,24 @@ def test_executed_in_order_with_outputs(notebook):
             assert out.output_type != "error", f"{path.name}: code cell {i} stored an error"
 
 
+def test_metadata_is_what_jupyterlab_writes(notebook):
+    """Opening a notebook must not mark it modified: JupyterLab replaces ``kernelspec`` and
+    ``language_info`` with the running kernel's, so stored values must equal those (checked once in a
+    headless browser: a ``display_name`` of "Python 3" instead of "Python 3 (ipykernel)" made every
+    notebook dirty on open)."""
+    from ipykernel.ipkernel import IPythonKernel
+    from nbexec import load_script
+
+    path, nb = notebook
+    assert nb.metadata["kernelspec"] == load_script("run_notebooks.py").kernelspec_metadata(), path.name
+    info = dict(nb.metadata["language_info"])
+    assert info.pop("version").count(".") == 2, path.name
+    kernel = dict(IPythonKernel.language_info)
+    kernel.pop("version")
+    assert info == kernel, path.name
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}, f"{path.name}: extra metadata {sorted(nb.metadata)}"
+
+
 def test_chapter_form(notebook):
     path, nb = notebook
     first = nb.cells[0]
