@@ -209,7 +209,7 @@ def test_qwen_mask_token_by_token(ns, qwen, executed):
                             (replies[1], True), ("\n", False)]
     html = cell_output(executed, "show_mask(row_q, qwen")
     assert "参与训练（计算损失）" in html and f"共 {n} 个词元，{m} 个参与训练" in html and "supervised" not in html
-    table = cell_output(executed, "table.iloc[")
+    table = cell_output(executed, "mask_table(row_q, qwen).iloc[")
     assert re.search(r"<\|im_end\|>\s+151645\s+151645\s+True", table)
     assert re.search(r"⏎\s+198\s+-100\s+False", table)
 
