@@ -156,3 +156,43 @@ def test_mask_views_do_not_import_matplotlib():
             "import utils.viz as v\nassert set(v.__all__) <= set(dir(v))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_chinese_legend_on_request(reference_tokenizer):
+    """``lang="zh"``: legend and count in Chinese only; the default keeps its bilingual legend."""
+    tok = reference_tokenizer
+    row = make_row(tok, REPLIES[0])
+    n, m = len(row["input_ids"]), sum(x != -100 for x in row["labels"])
+    zh = mask_html(row, tok, lang="zh")
+    header = re.search(r'<div style="margin-bottom:4px">(.*?)</div>', zh).group(1)
+    keys = [html.unescape(k) for k in re.findall(r"<span[^>]*>(.*?)</span>", header)]
+    assert keys == ["参与训练（计算损失）", "掩掉（label = -100，不计算损失）", f"共 {n} 个词元，{m} 个参与训练"]
+    assert "supervised" not in header and "tokens" not in header
+    # the token boxes are the same as with the default legend
+    body = lambda page: page[page.index("</div>"):]  # noqa: E731
+    assert body(zh) == body(mask_html(row, tok))
+    assert f"{n} tokens, {m} supervised" in mask_html(row, tok)
+    shifted = {"input_ids": row["input_ids"], "labels": row["labels"][1:] + [-100]}
+    assert "标签错误（label ≠ input_id）" in mask_html(shifted, tok, lang="zh")
+    with pytest.raises(ValueError, match="lang must be one of"):
+        mask_html(row, tok, lang="fr")
+
+
+def test_chatml_special_tokens_are_outlined_boxes_of_their_own():
+    """A real ChatML row (Qwen2.5): every <|im_start|> / <|im_end|> is one outlined box, never merged
+    with its neighbours, and the newline after <|im_end|> is a box of its own."""
+    from utils.models import load_reference_tokenizer
+
+    tok = load_reference_tokenizer("qwen2_5")
+    text = tok.apply_chat_template([{"role": "user", "content": "你好"}, {"role": "assistant", "content": "Hi 你好"}],
+                                   tokenize=False)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    views = token_views({"input_ids": ids}, tok)
+    specials = [v for v in views if v.special]
+    assert [v.text for v in specials] == ["<|im_start|>", "<|im_end|>"] * 3
+    assert all(len(v.ids) == 1 for v in specials)
+    after = [views[views.index(v) + 1].text for v in specials if v.text == "<|im_end|>"]
+    assert after == ["\n"] * 3
+    page = mask_html({"input_ids": ids}, tok, lang="zh")
+    outlined = re.findall(r'<span style="[^"]*outline[^"]*" title="[^"]*">(.*?)</span>', page)
+    assert [html.unescape(t) for t in outlined] == ["<|im_start|>", "<|im_end|>"] * 3

@@ -126,6 +126,10 @@ _HTML_COLOURS = {  # (background, alternate background, text colour)
 }
 _LEGEND = (("supervised", "supervised 计算损失"), ("masked", "masked, label = -100 不计算损失"),
            ("mixed", "mixed 部分计算"), ("wrong", "label ≠ input_id 标签错误"))
+_LEGEND_ZH = (("supervised", "参与训练（计算损失）"), ("masked", "掩掉（label = -100，不计算损失）"),
+              ("mixed", "部分参与训练"), ("wrong", "标签错误（label ≠ input_id）"))
+LEGEND_LANGUAGES = ("en+zh", "zh")
+"""Legend texts of :func:`mask_html`: ``"en+zh"`` (English key words with Chinese, the default) or ``"zh"``."""
 
 
 def _title(view: TokenView) -> str:
@@ -134,13 +138,17 @@ def _title(view: TokenView) -> str:
     return f"pos {view.start}: id→label {pairs}"
 
 
-def mask_html(row: Mapping[str, Any], tokenizer: Any, legend: bool = True) -> str:
+def mask_html(row: Mapping[str, Any], tokenizer: Any, legend: bool = True, *, lang: str = "en+zh") -> str:
     """The row as HTML: one coloured box per token; hover a box for its position, ids and labels.
+
+    ``lang="zh"`` writes the legend and the token count in Chinese only (see :data:`LEGEND_LANGUAGES`).
 
     Example:
         >>> from IPython.display import HTML                    # doctest: +SKIP
-        >>> HTML(mask_html(row, tokenizer))                      # doctest: +SKIP
+        >>> HTML(mask_html(row, tokenizer, lang="zh"))           # doctest: +SKIP
     """
+    if lang not in LEGEND_LANGUAGES:
+        raise ValueError(f"lang must be one of {', '.join(LEGEND_LANGUAGES)}, got {lang!r}")
     views = token_views(row, tokenizer)
     parts = []
     for n, view in enumerate(views):
@@ -162,22 +170,24 @@ def mask_html(row: Mapping[str, Any], tokenizer: Any, legend: bool = True) -> st
         keys = "".join(
             f'<span style="background:{_HTML_COLOURS[kind][0]};color:{_HTML_COLOURS[kind][2]};'
             f'border-radius:3px;padding:1px 4px;margin-right:6px">{html.escape(text)}</span>'
-            for kind, text in _LEGEND if kind in used)
+            for kind, text in (_LEGEND_ZH if lang == "zh" else _LEGEND) if kind in used)
+        summary = (f'共 {counts["tokens"]} 个词元，{counts["supervised"]} 个参与训练' if lang == "zh"
+                   else f'{counts["tokens"]} tokens, {counts["supervised"]} supervised')
         header = (f'<div style="margin-bottom:4px">{keys}<span style="color:#555">'
-                  f'{counts["tokens"]} tokens, {counts["supervised"]} supervised</span></div>')
+                  f'{summary}</span></div>')
     return ('<div style="font-family:monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;'
             f'word-break:break-all">{header}{"".join(parts)}</div>')
 
 
-def show_mask(row: Mapping[str, Any], tokenizer: Any, legend: bool = True) -> Any:
+def show_mask(row: Mapping[str, Any], tokenizer: Any, legend: bool = True, *, lang: str = "en+zh") -> Any:
     """:func:`mask_html` wrapped for display in a notebook (the last expression of a cell).
 
     Example:
-        >>> show_mask(encode(example, tokenizer, "vicuna"), tokenizer)  # doctest: +SKIP
+        >>> show_mask(encode(example, tokenizer, "vicuna"), tokenizer, lang="zh")  # doctest: +SKIP
     """
     from IPython.display import HTML
 
-    return HTML(mask_html(row, tokenizer, legend=legend))
+    return HTML(mask_html(row, tokenizer, legend=legend, lang=lang))
 
 
 def _counts(views: list[TokenView]) -> dict[str, int]:
