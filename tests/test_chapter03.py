@@ -209,3 +209,25 @@ def test_exercise_solutions_hidden_with_outputs_and_one_open_ended(markdown):
     for cell in solutions:
         assert cell.metadata["jupyter"] == {"source_hidden": True, "outputs_hidden": True}
     assert "（开放题）边界合并" in markdown
+
+
+def test_manual_page_agrees_with_the_notebook(ns, markdown):
+    page = (ROOT / "hf_basic" / "03_alpaca_template.md").read_text(encoding="utf-8")
+    assert "DESIGN.md" not in page and "(../README.md#设计与数据契约)" in page
+    assert "## 设计与数据契约" in (ROOT / "README.md").read_text(encoding="utf-8")
+    n = dict(zip(["tiny", "gpt2", "qwen2_5", "mistral"], ns["prompt_lengths"].tolist()))
+    for label, key in [("课程小分词器（含 `<s>`）", "tiny"), ("GPT-2", "gpt2"), ("Qwen2.5", "qwen2_5"),
+                       ("Mistral v0.3（含 `<s>`）", "mistral")]:
+        assert f"| {label} | {n[key]} |" in page
+    merges = ns["merge_table"].set_index("分词器").loc["qwen2_5", "boundary_merges（encode_dataset 计数）"]
+    assert f"14 条 Alpaca 样例里有 {merges} 条在 Qwen2.5 上合并" in page
+    assert "7 段以" in page and "第 71 行的原文" in page and "约占 5%" in page and "超过 20%" in page
+    for fact in ("text-davinci-003", "175 条人工写的种子任务", "0.7", "500 美元", "CC BY-NC 4.0",
+                 "https://huggingface.co/datasets/tatsu-lab/alpaca",
+                 "https://huggingface.co/datasets/ehartford/wizard_vicuna_70k_unfiltered", "Alpaca 遵从 LLaMA 的模板"):
+        assert fact in page
+    exercises = page.split("## 练习")[1]
+    notebook_exercises = markdown.split("## 练习")[1]
+    assert exercises.count("\n1. ") == notebook_exercises.count("\n1. ") == 1
+    assert "\n4. （开放题）边界合并" in exercises and "\n4. （开放题）边界合并" in notebook_exercises
+    assert "\n5. " not in exercises and "\n5. " not in notebook_exercises
