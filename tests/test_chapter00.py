@@ -55,6 +55,7 @@ def test_prose_numbers(markdown):
     en = {n_tokens(t, EN) for t in (tiny, gpt2, qwen, mistral)}
     assert len(en) == 1 and f"都是 {en.pop()} 个词元" in markdown
     assert n_tokens(tiny, ZH) == len(ZH)  # the tiny tokenizer: one token per character, by design
+    assert n_tokens(tiny, "龘") > 1 and "生僻字仍会被切成几个字节词元" in markdown  # unseen characters: bytes
     assert f"15 个字只用了 {n_tokens(qwen, ZH)} 个词元" in markdown and len(ZH) == 15
     assert f"GPT-2 要 {n_tokens(gpt2, ZH)} 个词元，Qwen2.5 只要 {n_tokens(qwen, ZH)} 个" in markdown
     assert 3 < n_tokens(gpt2, ZH) / n_tokens(qwen, ZH) < 4 and "三倍多" in markdown
@@ -109,3 +110,8 @@ def test_manual_page_states_the_same_counts():
         assert f"| {label} | {n_tokens(tok, ZH)} |" in page
         assert n_tokens(tok, EN) == 6
     assert "都是 6 个词元" in page and "三倍多" in page and "## 练习" in page
+
+
+def test_swapping_in_a_real_model_is_described_truly(markdown):
+    assert "一行不用改" not in markdown
+    assert "AutoModelForCausalLM.from_pretrained" in markdown and "AutoTokenizer.from_pretrained" in markdown
