@@ -231,3 +231,23 @@ def test_manual_page_agrees_with_the_notebook(ns, markdown):
     assert exercises.count("\n1. ") == notebook_exercises.count("\n1. ") == 1
     assert "\n4. （开放题）边界合并" in exercises and "\n4. （开放题）边界合并" in notebook_exercises
     assert "\n5. " not in exercises and "\n5. " not in notebook_exercises
+
+
+def test_boundary_figure_shows_the_notebooks_three_methods(ns):
+    from nbexec import load_script
+
+    script = load_script("figures/ch03_alpaca_template.py")
+    gpt2 = load_reference_tokenizer("gpt2")
+    assert script.QUOTED == QUOTED == ns["quoted"]
+    drawn = list(script.boundary_rows(gpt2, QUOTED).values())
+    assert drawn == list(ns["three_methods"](gpt2, QUOTED).values())
+    page = (ROOT / "hf_basic" / "03_alpaca_template.md").read_text(encoding="utf-8")
+    assert "(../img/ch03_boundary_merge.png)" in page and (ROOT / "img" / "ch03_boundary_merge.png").exists()
+
+
+def test_figure_script_runs_without_missing_glyphs(tmp_path):
+    from nbexec import run_figure_script
+
+    paths = run_figure_script("ch03_alpaca_template", tmp_path)
+    assert [p.name for p in paths] == ["ch03_alpaca_mask.png", "ch03_boundary_merge.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
