@@ -115,7 +115,7 @@ def test_prompt_lengths_on_real_tokenizers(ns, markdown):
 
 
 @pytest.mark.parametrize("name", ["gpt2", "qwen2_5"])
-def test_notebook_stanford_and_trl_equal_the_reference_implementations(ns, bench, name, tmp_path):
+def test_notebook_stanford_and_trl_equal_the_reference_implementations(ns, bench, name, tmp_path, markdown):
     tok = load_reference_tokenizer(name)
     records = [QUOTED, *sample_records()]
     a_ids, a_labels = bench.stanford_alpaca(records, bench.stanford_tokenizer(tok))
@@ -123,6 +123,9 @@ def test_notebook_stanford_and_trl_equal_the_reference_implementations(ns, bench
     for i, record in enumerate(records):
         assert ns["stanford_labels"](tok, record) == (a_ids[i].tolist(), a_labels[i].tolist())
         assert ns["trl_labels"](tok, record) == (trl[i]["input_ids"], trl[i]["labels"])
+    from importlib.metadata import version
+
+    assert version("trl") == "1.16.0" and "本仓库锁定的 TRL 1.16 版" in markdown
 
 
 def test_quoted_reply_merges_on_real_tokenizers_not_on_the_tiny_one(ns):
