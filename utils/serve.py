@@ -86,7 +86,7 @@ RAW_HEADER = "x-utils-serve-raw"
 # The server process: a watchdog thread exits when the parent is gone (re-parented); the request
 # validator (see RequestValidator) is put in front of the app; then the ordinary `transformers serve`
 # command line runs (its typer app, without the hub's update check).
-_CHILD = """
+_WATCHDOG = """
 import os, sys, threading, time
 parent = int(os.environ.pop("%s"))
 def watch():
@@ -94,13 +94,15 @@ def watch():
         time.sleep(0.5)
     os._exit(0)
 threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+""" % _PARENT_ENV
+_CHILD = _WATCHDOG + """
 if os.environ.get("%s") == "1":
     from utils.serve import install_validator
     install_validator(os.getcwd())
 from transformers.cli.transformers import app
 sys.argv = ["transformers", *sys.argv[1:]]
 app()
-""" % (_PARENT_ENV, _VALIDATE_ENV)
+""" % _VALIDATE_ENV
 
 
 class ServeError(RuntimeError):
@@ -360,8 +362,11 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
-    """Whether ``port`` on 127.0.0.1 cannot be bound (another program listens there)."""
+    """Whether ``port`` on 127.0.0.1 cannot be bound (another program listens there); connections of a
+    stopped server still closing (TIME_WAIT) do not count, as for the server itself."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             sock.bind((HOST, port))
         except OSError:
@@ -545,6 +550,8 @@ def start(port: int | None = None, *, timeout: float = 180.0, verbose: bool = Tr
     server's bare 500s; a request with the header ``x-utils-serve-raw: 1`` skips it either way).
     """
     require_serve_extra()
+    if port is not None and port_in_use(port) and not (reuse and any(s.port == port for s in _RUNNING)):
+        raise ServeError(_port_busy_message(port))
     checkpoints = Path(checkpoints) if checkpoints is not None else prepare_checkpoints()
     if reuse:
         for server in list(_RUNNING):
