@@ -195,6 +195,18 @@ def test_streamed_chunks_join_to_the_non_streamed_answer(client):
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
+def test_a_stream_cut_inside_a_character_drops_its_partial_bytes(client, local):
+    # byte-level tokens: max_tokens can end the answer inside a multi-byte character. Decoding the ids
+    # (the non-streamed answer, and local generation) shows the partial character as U+FFFD; the
+    # streamer holds incomplete bytes back and never sends them.
+    args = {"model": "tiny-base", "prompt": "今天天气真", "max_tokens": 24, "temperature": 0}
+    whole = client.completions.create(**args).choices[0].text
+    assert whole == complete(local["tiny-base"], local["tok"], "今天天气真", max_new_tokens=24)
+    assert whole.endswith("\ufffd")
+    streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, **args))
+    assert streamed == whole.rstrip("\ufffd")
+
+
 LONG = "今天天气真好。" * 100  # ~700 tokens: longer than the models' 512 positions
 M = [{"role": "user", "content": "hi"}]
 

@@ -407,8 +407,8 @@ class Server:
         return self.process.pid
 
     def running(self) -> bool:
-        """Whether the server process is still alive."""
-        return self.process.poll() is None
+        """Whether the server process is still alive (it is not reaped here: see :meth:`stop`)."""
+        return not _exited(self.process)
 
     def client(self, **kwargs: Any):
         """An ``openai.OpenAI`` client pointed at this server (``kwargs`` go to ``openai.OpenAI``)."""
@@ -425,20 +425,21 @@ class Server:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server and every process it started (SIGTERM, then SIGKILL after ``timeout`` s).
-        Calling it again does nothing."""
+        """Stop the server and every process it started (SIGTERM to its process group, SIGKILL after
+        ``timeout`` s). Calling it again does nothing."""
         with _LOCK:
             if self in _RUNNING:
                 _RUNNING.remove(self)
-        if self.process.poll() is None:
-            _signal_group(self.process, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(self.process, getattr(signal, "SIGKILL", signal.SIGTERM))
-                self.process.wait(timeout)
-        # whatever it started is in its process group: make sure nothing survives it
-        _signal_group(self.process, getattr(signal, "SIGKILL", signal.SIGTERM))
+        if self.process.returncode is not None:
+            return  # already reaped: its process group id may belong to someone else by now
+        _signal_group(self.process, signal.SIGTERM)
+        if not _wait_exited(self.process, timeout):
+            _signal_group(self.process, _SIGKILL)
+            _wait_exited(self.process, timeout)
+        # the leader is at most a zombie (not reaped yet), so the group id is still the server's:
+        # end whatever else is in the group, then reap the leader
+        _signal_group(self.process, _SIGKILL)
+        self.process.wait(timeout)
 
     def __enter__(self) -> "Server":
         return self
@@ -449,6 +450,30 @@ class Server:
     def __repr__(self) -> str:
         state = "running" if self.running() else f"stopped (exit status {self.process.returncode})"
         return f"<Server {self.base_url} models={list(self.models)} pid={self.pid} {state}>"
+
+
+_SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)
+
+
+def _exited(process: subprocess.Popen) -> bool:
+    """Whether ``process`` has exited, without reaping it (POSIX ``waitid(WNOWAIT)``)."""
+    if process.returncode is not None:
+        return True
+    if not hasattr(os, "waitid"):
+        return process.poll() is not None
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_exited(process: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _exited(process):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -502,18 +527,18 @@ def _request(url: str, body: dict | None = None, timeout: float = 5.0) -> tuple[
 
 
 def _fail(server: Server, message: str) -> ServeError:
+    server.stop()
     log = server.log_tail()
     if "address already in use" in log.lower():
         message = _port_busy_message(server.port)
-    server.stop()
-    return ServeError(f"{message}\n--- last lines of the server log ({server.log_path}) ---\n{log}")
+    return ServeError(f"{message} (exit status {server.process.returncode})\n"
+                      f"--- last lines of the server log ({server.log_path}) ---\n{log}")
 
 
 def _wait_healthy(server: Server, deadline: float, timeout: float) -> None:
     while True:
         if not server.running():
-            raise _fail(server, f"`transformers serve` exited with status {server.process.returncode} "
-                                "before answering /health")
+            raise _fail(server, "`transformers serve` exited before answering /health")
         try:
             status, _ = _request(server.url + "/health", timeout=2.0)
             if status == 200:
@@ -635,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while server.running():
             time.sleep(0.5)
+        server.stop()
         print(f"error: the server exited (status {server.process.returncode}):\n{server.log_tail()}",
               file=sys.stderr)
         return 1
