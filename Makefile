@@ -1,5 +1,6 @@
 # Two commands (see README):  make lab   — set up and open the course in JupyterLab
 #                             make test  — set up and run every test (unit tests + nbval)
+# and make serve: the course's models behind an OpenAI-compatible server on 127.0.0.1 (PORT=8000)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,6 +10,7 @@ STAMP  := $(VENV)/.installed
 TORCH_INDEX ?=
 PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 LAB_ARGS ?=
+PORT ?= 8000
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Everything runs offline: no model or data set hub is ever contacted.
@@ -20,13 +22,13 @@ export TOKENIZERS_PARALLELISM := false
 export RAYON_NUM_THREADS := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test unit notebooks assets figures bench lock clean
+.PHONY: setup lab test unit serve notebooks assets figures bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed, found " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[lab,dev]"
+	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[lab,dev,serve]"
 	$(BIN)/python -m utils.models check
 	touch $(STAMP)
 
@@ -38,6 +40,9 @@ lab: setup
 test: setup
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+
+serve: setup
+	$(BIN)/python -m utils.serve --port $(PORT)
 
 unit: setup
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
@@ -57,7 +62,7 @@ bench: setup
 # Re-resolve constraints.txt from pyproject.toml (maintainers only; needs the package index).
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install -q $(PIP_INDEX_ARGS) -e ".[lab,dev]"
+	.lockenv/bin/pip install -q $(PIP_INDEX_ARGS) -e ".[lab,dev,serve]"
 	.lockenv/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
 	rm -rf .lockenv
 
