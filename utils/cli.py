@@ -595,10 +595,10 @@ def _inspect_rows(paths: list[Path], kind: str, tokenizer: Any, args: argparse.N
                                           **_encode_options(options, encode_batch))
                     yield f"example {shown} · {template.name}", row
                     continue
-                from utils.preference import _encode_many
+                from utils.preference import encode_kto, encode_preference
 
-                (row,) = _encode_many([example], tokenizer, template, kind, args.max_length, args.truncation, "raise",
-                                      0, [], None, options)
+                row = (encode_preference if kind == "preference" else encode_kto)(
+                    example, tokenizer, template, args.max_length, args.truncation, chat_template_kwargs=options)
             except ValueError as error:
                 reason = str(error).split(": ", 1)[1] if str(error).startswith("record ") else str(error)
                 problems.append(f"{where}: {getattr(error, 'field', 'record')}: {reason}"

@@ -34,6 +34,8 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
@@ -156,10 +158,8 @@ def prepare_pretrain(data: Iterable[Any], tokenizer: Any, max_length: int, *, re
     result = PretrainResult(dataset=None, max_length=max_length, remainder=remainder,
                             restart_positions=restart_positions)
     if cache_dir is None:
-        from utils.encode import _tmpdirs  # removed at exit, like utils.encode's own temporary Arrow files
-
         cache_dir = tempfile.mkdtemp(prefix="utils-pretrain-")
-        _tmpdirs.append(cache_dir)
+        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
     ints = datasets.List(datasets.Value("int32"))
     features = datasets.Features({c: ints for c in ("input_ids", "attention_mask", "labels", "position_ids")})
     path = f"{cache_dir}/pretrain-{next(tempfile._get_candidate_names())}.arrow"
