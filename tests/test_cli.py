@@ -337,3 +337,135 @@ def test_python_dash_m_utils(tmp_path):
     done = subprocess.run([sys.executable, "-m", "utils", "stats", str(DATA / "cli_bad.jsonl"), "--template",
                            "alpaca"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 1 and done.stderr.count(f"{DATA / 'cli_bad.jsonl'}:") == 4
+
+
+# ---- several files, Parquet, every kind ---------------------------------------------------------
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_several_files_each_in_its_own_format_and_a_glob(tmp_path, capsys):
+    files = [SAMPLES / "alpaca_samples.jsonl", SAMPLES / "conversations_samples.jsonl"]
+    out = tmp_path / "out"
+    status, _, err = run(["prepare", *files, "--template", "vicuna", "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    dataset, stats = datasets.load_from_disk(str(out)), json.loads((out / "stats.json").read_text())
+    records = [r for f in files for r in iter_records(f)]
+    assert stats["rows"] == len(dataset) == len(records) and stats["kind"] == "sft"
+    assert [f["records"] for f in stats["files"]] == [len(list(iter_records(f))) for f in files]
+    assert stats["tokens"] == sum(len(r) for r in dataset["input_ids"])
+    check_contract(dataset.to_list(), records, load_any_tokenizer("tiny"), "vicuna")
+    for f in files:
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    status, _, err = run(["prepare", tmp_path / "*_samples.jsonl", "--template", "vicuna", "--out", tmp_path / "g",
+                          "--quiet"], capsys)
+    assert status == 0, err
+    assert datasets.load_from_disk(str(tmp_path / "g"))["input_ids"] == dataset["input_ids"]
+
+
+def test_parquet_input_gives_the_same_rows(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = SAMPLES / "alpaca_samples.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, _, _, _ = prepare_and_load(tmp_path / "a", capsys, path, "alpaca")
+    b, _, _, _ = prepare_and_load(tmp_path / "b", capsys, tmp_path / "d.parquet", "alpaca")
+    assert a.to_dict() == b.to_dict() and len(a) == len(rows)
+
+
+PAIRS = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"}, {"prompt": "你好", "chosen": "你好！", "rejected": "走开。"}]
+KTO = [{"prompt": "2+2?", "completion": "4", "label": True}, {"prompt": "2+2?", "completion": "5", "label": False}]
+
+
+def test_a_mix_of_kinds_is_refused_and_kto_is_never_sft(tmp_path, capsys):
+    pairs, kto = write_jsonl(tmp_path / "pairs.jsonl", PAIRS), write_jsonl(tmp_path / "kto.jsonl", KTO)
+    status, _, err = run(["prepare", pairs, kto, "--template", "vicuna", "--out", tmp_path / "o"], capsys)
+    assert status == 2 and "different kinds of records" in err and f"{kto}: kto" in err
+    status, _, err = run(["prepare", kto, "--kind", "sft", "--template", "vicuna", "--out", tmp_path / "o"], capsys)
+    assert status == 1 and not (tmp_path / "o").exists()
+    assert err.splitlines()[0] == (f"{kto}:1: label: a KTO record (label true: a desirable answer) given to the sft "
+                                   "path: trained as an SFT example, an undesirable answer would be learned like a "
+                                   "good one; prepare it with --kind kto (utils.preference)")
+    assert err.splitlines()[1].startswith(f"{kto}:2: label: a KTO record (label false: an undesirable answer)")
+
+
+@pytest.mark.parametrize("kind", ["preference", "kto"])
+def test_prepare_preference_and_kto(tmp_path, capsys, kind):
+    from utils.preference import encode_preference_dataset
+
+    path = write_jsonl(tmp_path / "d.jsonl", PAIRS if kind == "preference" else KTO)
+    out = tmp_path / "out"
+    status, stdout, err = run(["prepare", path, "--template", "human_assistant", "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    dataset, stats = datasets.load_from_disk(str(out)), json.loads((out / "stats.json").read_text())
+    want = encode_preference_dataset(list(iter_records(path, kind=kind)), load_any_tokenizer("tiny"),
+                                     "human_assistant", kind=kind).dataset
+    assert dataset.to_dict() == want.to_dict()
+    assert (stats["kind"], stats["records"], stats["rows"], stats["invalid"]) == (kind, 2, 2, 0)
+    assert stats["answer_tokens"] == sum(len(x) for c in dataset.column_names if c.endswith("_ids")
+                                         and c != "prompt_ids" for x in dataset[c])
+    status, shown, _ = run(["inspect", path, "--template", "human_assistant", "-n", 1, "--color", "never"], capsys)
+    assert status == 0 and shown.count("── example 1") == (2 if kind == "preference" else 1)
+
+
+def test_prepare_real_dpo_file(tmp_path, capsys, real_data_dir):
+    path = real_data_dir / "llamafactory_dpo_zh_demo.json"
+    out = tmp_path / "out"
+    status, _, err = run(["prepare", path, "--template", "chat_template", "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["kind"], stats["records"], stats["rows"], stats["invalid"]) == ("preference", 300, 300, 0)
+    assert datasets.load_from_disk(str(out)).column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
+
+
+def test_prepare_pretraining_text(tmp_path, capsys):
+    from utils.pretrain import prepare_pretrain
+
+    docs = ["今天天气真好。" * 5, "Hello world. " * 7, "短。"]
+    (tmp_path / "a.txt").write_text(docs[0], encoding="utf-8")
+    write_jsonl(tmp_path / "b.jsonl", [{"text": d} for d in docs[1:]])
+    out = tmp_path / "out"
+    status, stdout, err = run(["prepare", tmp_path / "a.txt", tmp_path / "b.jsonl", "--max-length", 16, "--drop-last",
+                               "--restart-positions", "--out", out, "--quiet"], capsys)
+    assert status == 0, err
+    dataset, stats = datasets.load_from_disk(str(out)), json.loads((out / "stats.json").read_text())
+    want = prepare_pretrain(docs, load_any_tokenizer("tiny"), 16, remainder="drop", restart_positions=True)
+    assert dataset.to_dict() == want.dataset.to_dict()
+    assert (stats["kind"], stats["documents"], stats["tokens"], stats["blocks"], stats["dropped_tokens"]) == (
+        "pretrain", 3, want.tokens, want.blocks, want.dropped_tokens)
+    assert stats["blocks"] * 16 + stats["dropped_tokens"] == stats["tokens"]
+    assert "dropped" in stdout
+    status, _, err = run(["stats", tmp_path / "a.txt", "--json"], capsys)
+    assert status == 2 and "--max-length" in err
+
+
+def test_chat_template_kwargs_and_tool_records(tmp_path, capsys, real_data_dir):
+    from utils.encode import encode_dataset
+
+    path = SAMPLES / "conversations_samples.jsonl"
+    status, _, err = run(["stats", path, "--template", "chat_template", "--chat-template-kwargs", "{bad"], capsys)
+    assert status == 2 and "--chat-template-kwargs: not valid JSON" in err
+    status, _, err = run(["stats", path, "--template", "chat_template", "--chat-template-kwargs", "{}", "--quiet"],
+                         capsys)
+    assert status == 0, err  # empty: nothing passed on
+    status, _, err = run(["stats", path, "--template", "chat_template", "--chat-template-kwargs",
+                          '{"enable_thinking": false}', "--quiet"], capsys)
+    import inspect as inspect_module
+
+    if "chat_template_kwargs" in inspect_module.signature(encode_dataset).parameters:
+        assert status == 0, err
+    else:
+        assert status == 2 and "no chat_template_kwargs option" in err
+    tools = real_data_dir / "llamafactory_glaive_toolcall_zh_demo.json"
+    status, _, err = run(["stats", tools, "--template", "vicuna", "--quiet"], capsys)
+    lines = err.strip().splitlines()
+    assert status == 1 and len(lines) == 201  # the 200 records with tools or calls, one line each, and the summary
+    assert lines[0].endswith("tools: the 'vicuna' template (with this tokenizer) does not write tool schemas and tool "
+                             "calls into the text; this record would be trained without them. Use a chat template "
+                             "that renders tools")

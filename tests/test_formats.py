@@ -55,8 +55,10 @@ BAD = [
     ({"instruction": "Hi", "output": "  "}, "output: empty"),
     ({"instruction": "", "input": "", "output": "x"}, "instruction: empty (and no input)"),
     ({"instruction": "Hi", "input": ["a"], "output": "x"}, "input: expected a string, got array"),
-    ({"prompt": "Hi", "completion": "x"}, "record: unknown format: expected 'instruction'/'output' (Alpaca), "
-                                          "'conversations' (ShareGPT) or 'messages' (OpenAI); got keys: completion, prompt"),
+    ({"question": "Hi", "answer": "x"}, "record: unknown format: expected 'instruction'/'output' (Alpaca), "
+                                        "'conversations' (ShareGPT), 'messages' (OpenAI), 'conversation' (Firefly), "
+                                        "'prompt' + 'completion'/'chosen'/'rejected' (TRL) or 'text' (plain text); "
+                                        "got keys: answer, question"),
     ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "bot", "value": "x"}]},
      "conversations[1].from: unknown role 'bot' (expected human, gpt or system)"),
     ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "human", "value": "x"}]},
@@ -71,7 +73,7 @@ BAD = [
     ({"conversations": []}, "conversations: empty conversation"),
     ({"conversations": "Hi"}, "conversations: expected an array, got string"),
     ({"messages": [{"role": "user", "content": "Hi"}, {"role": "tool", "content": "x"}]},
-     "messages[1].role: unknown role 'tool' (expected system, user or assistant)"),
+     "messages[1].role: a user turn must be followed by an assistant reply or tool call, got 'tool'"),
     ({"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": "x"}]},
      "messages[0].content: expected a string, got array (multimodal content parts are not supported)"),
     ({"messages": [{"role": "user", "content": "Hi"}, {"role": "system", "content": "S"},

@@ -2,27 +2,46 @@
 
 ::
 
-    python -m utils prepare DATA.jsonl --template alpaca --tokenizer DIR --out OUT_DIR \\
-        [--max-length N] [--truncation drop|truncate] [--pack] [--num-proc N] [--on-error stop|skip]
-        [--overwrite]
-    python -m utils inspect DATA.jsonl --template vicuna --tokenizer DIR [-n 3] [--color auto|always|never]
-    python -m utils stats DATA.jsonl --template alpaca --tokenizer DIR [--max-length N] [--json]
+    python -m utils prepare DATA... --template alpaca --tokenizer DIR --out OUT_DIR \\
+        [--kind sft|preference|kto|pretrain] [--max-length N] [--truncation drop|truncate] [--pack]
+        [--chat-template-kwargs JSON] [--num-proc N] [--on-error stop|skip] [--overwrite]
+    python -m utils prepare BOOK.txt MORE.jsonl --kind pretrain --max-length 1024 [--restart-positions]
+        [--drop-last] --out OUT_DIR
+    python -m utils inspect DATA... --template vicuna --tokenizer DIR [-n 3] [--color auto|always|never]
+    python -m utils stats DATA... --template alpaca --tokenizer DIR [--max-length N] [--json]
 
-``DATA`` is a JSONL file or a JSON array of Alpaca, ShareGPT or OpenAI-messages records
-(:mod:`utils.formats`). ``--tokenizer`` is a local directory (this course never downloads); without
-it, the tiny tokenizer shipped with the package is used.
+``DATA`` is one or more files or glob patterns (``data/*.jsonl``): JSONL, JSON arrays, Parquet or ``.txt``,
+each in any record form :mod:`utils.formats` reads (Alpaca with LLaMA-Factory's columns, ShareGPT,
+OpenAI messages, Firefly, TRL), each file in its own. ``--kind`` says what the records train; without
+it, the kind is read from the records' keys (TRL-style) and files of different kinds are an error.
+Records of another kind than the one prepared are refused with the reason (a KTO ``label: false``
+answer is never an SFT target). ``--tokenizer`` is a local directory (this course never downloads);
+without it, the tiny tokenizer shipped with the package is used.
 
-``prepare`` encodes every record (:func:`utils.encode.encode_dataset`), optionally packs the rows
-(:func:`utils.packing.pack_dataset`, within windows of :data:`PACK_WINDOW` rows), and writes ``OUT_DIR`` with
-``datasets.Dataset.save_to_disk`` (columns ``input_ids``, ``attention_mask``, ``labels``, plus
-``position_ids`` when packed) and ``OUT_DIR/stats.json``. It writes nothing at ``OUT_DIR`` unless it
-succeeds (it works in a temporary folder beside it and renames it at the end) and refuses to replace
-an existing ``OUT_DIR`` without ``--overwrite``.
+``prepare`` writes ``OUT_DIR`` with ``datasets.Dataset.save_to_disk`` and ``OUT_DIR/stats.json`` (counts):
+
+- ``sft`` (:func:`utils.encode.encode_dataset`, each file on its own, rows in file order): columns
+  ``input_ids``, ``attention_mask``, ``labels`` (plus ``position_ids`` with ``--pack``,
+  :func:`utils.packing.pack_dataset` within windows of :data:`PACK_WINDOW` rows); ``stats.json`` has the
+  totals and, for several files, ``files`` (each file's counts);
+- ``preference`` / ``kto`` (:func:`utils.preference.encode_preference_dataset`): ``prompt_ids``,
+  ``chosen_ids``, ``rejected_ids`` / ``prompt_ids``, ``completion_ids``, ``label`` (TRL's columns; train
+  with :func:`utils.preference.trl_trainer`);
+- ``pretrain`` (:func:`utils.pretrain.prepare_pretrain`): blocks of ``--max-length`` tokens,
+  ``input_ids``, ``attention_mask``, ``labels`` (= ``input_ids``), ``position_ids``; ``stats.json``
+  counts documents, tokens, blocks and the tokens of the last block (kept, or dropped with ``--drop-last``).
+
+``--chat-template-kwargs`` (a JSON object, e.g. ``{"enable_thinking": false}``) is passed to the encoder
+when not empty. A record with tools is refused when the template does not write tool schemas into the
+text (it would be trained without them).
+
+``prepare`` writes nothing at ``OUT_DIR`` unless it succeeds (it works in a temporary folder beside it and
+renames it at the end) and refuses to replace an existing ``OUT_DIR`` without ``--overwrite``.
 
 Bad input: every problem is printed on its own line, ``FILE:LINE: field: reason`` (``FILE:[INDEX]:
-...`` for a JSON array), and the exit status is 1; with ``--on-error skip`` bad records are skipped
-and counted (``invalid`` in ``stats.json``). Usage errors (an unknown template, a missing tokenizer
-directory) exit with status 2.
+...`` for a JSON array or Parquet), and the exit status is 1; with ``--on-error skip`` bad records are
+skipped and counted (``invalid`` in ``stats.json``). Usage errors (an unknown template, a missing
+tokenizer directory, a mix of kinds) exit with status 2.
 
 Example:
     >>> main(["stats", "utils/data/alpaca_samples.jsonl", "--template", "alpaca"])  # doctest: +SKIP
@@ -32,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import glob
 import itertools
 import json
 import os
@@ -66,6 +86,7 @@ class BadRecords(CliError):
         super().__init__(f"{n} invalid record{'s' if n > 1 else ''} in {path}; nothing written (fix them, "
                          "or pass --on-error skip to skip and count them)", EXIT_BAD_DATA)
         self.lines = lines
+        self.path = path
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -122,6 +143,112 @@ def _data_path(path: str) -> Path:
     return data
 
 
+def _data_paths(specs: Sequence[str]) -> list[Path]:
+    """The input files: each argument a file or a glob pattern (``data/*.jsonl``), in order, without repeats."""
+    paths: list[Path] = []
+    for spec in specs:
+        if any(ch in spec for ch in "*?[") and not Path(spec).exists():
+            found = sorted(glob.glob(spec, recursive=True))
+            if not found:
+                raise CliError(f"{spec}: no file matches this pattern")
+            paths += [Path(f) for f in found if Path(f).is_file()]
+        else:
+            paths.append(_data_path(spec))
+    unique = list(dict.fromkeys(paths))
+    return unique
+
+
+def _data_kind(paths: list[Path], requested: str | None) -> str:
+    """``--kind``, or the kind every file's first record has (a mix of kinds is an error)."""
+    from utils.formats import file_kind
+
+    if requested:
+        return requested
+    kinds = {}
+    for path in paths:
+        try:
+            kind = file_kind(path)
+        except Exception:  # unreadable: the reader reports it with its location
+            kind = None
+        if kind:
+            kinds[path] = kind
+    found = sorted(set(kinds.values()))
+    if len(found) > 1:
+        listing = "; ".join(f"{path}: {kind}" for path, kind in kinds.items())
+        raise CliError(f"the input files hold different kinds of records ({listing}); prepare one kind at a time, "
+                       "or pass --kind to say which one you mean (records of another kind are then refused)")
+    return found[0] if found else "sft"
+
+
+def _chat_template_kwargs(args: argparse.Namespace) -> dict:
+    text = getattr(args, "chat_template_kwargs", None)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CliError(f"--chat-template-kwargs: not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(value, dict):
+        raise CliError("--chat-template-kwargs: expected a JSON object, e.g. '{\"enable_thinking\": false}'")
+    return value
+
+
+def _encode_options(kwargs: dict, function: Any) -> dict:
+    """``chat_template_kwargs=...`` for ``function`` when given (and refused clearly if it has no such option)."""
+    if not kwargs:
+        return {}
+    import inspect
+
+    if "chat_template_kwargs" not in inspect.signature(function).parameters:
+        raise CliError("--chat-template-kwargs: this version of utils.encode has no chat_template_kwargs option")
+    return {"chat_template_kwargs": kwargs}
+
+
+_TOOL_PROBE = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+               "tools": [{"type": "function", "function": {"name": "zz_probe_tool", "description": "probe",
+                                                           "parameters": {"type": "object", "properties": {}}}}]}
+
+
+def _renders_tools(template: Any, tokenizer: Any) -> bool:
+    """Does ``template`` write a record's tool schemas into the text (else tool records would lose them)?"""
+    try:
+        return "zz_probe_tool" in "".join(s.text for s in template.segments(_TOOL_PROBE, tokenizer))
+    except (ValueError, TypeError, KeyError):
+        return False
+
+
+def _uniform(stream, template: Any, tokenizer: Any, problems: list):
+    """SFT records in one form per run, as Arrow needs (one set of columns): Alpaca form for the ``alpaca``
+    template (single exchanges of a conversation become Alpaca records, which it renders the same way;
+    the others are refused with its reason), the conversation form for the other templates (which render an
+    Alpaca record as its conversation). A record with tools is refused when the template does not write
+    tool schemas into the text: it would be trained without them."""
+    from utils.formats import RecordError, conversation_of, to_messages
+
+    tools_ok = None
+    for where, record in stream:
+        if "tools" in record or any("tool_calls" in m or m.get("role") == "tool" for m in record.get("messages", ())):
+            if tools_ok is None:
+                tools_ok = _renders_tools(template, tokenizer)
+            if not tools_ok:
+                problems.append(RecordError("tools", f"the {template.name!r} template (with this tokenizer) does not "
+                                                     "write tool schemas and tool calls into the text; this record "
+                                                     "would be trained without them. Use a chat template that "
+                                                     "renders tools", where))
+                continue
+        if template.name == "alpaca" and "messages" in record:
+            try:
+                template.segments(record, tokenizer)
+            except ValueError as error:
+                problems.append(RecordError("messages", str(error), where))
+                continue
+            ((user, reply),) = conversation_of(record)[1]
+            record = {"instruction": user, "input": "", "output": reply}
+        elif template.name != "alpaca" and "messages" not in record:
+            record = {"messages": to_messages(record)}
+        yield where, record
+
+
 def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Namespace, workdir: str,
                  progress: bool) -> tuple[Any, list[str]]:
     """Read, validate and encode a file in one pass: ``(EncodeResult, problem lines)``.
@@ -141,7 +268,8 @@ def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Names
             where_of.append(where)
             yield record
 
-    stream = located(iter_records(path, on_error="skip", problems=problems, with_location=True))
+    records_in = iter_records(path, kind="sft", on_error="skip", problems=problems, with_location=True)
+    stream = located(_uniform(records_in, template, tokenizer, problems))
     first = next(stream, None)
     if first is None:  # nothing valid to encode
         if problems and args.on_error == "stop":
@@ -157,12 +285,23 @@ def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Names
     records = records_to_dataset(stream, workdir)
     result = encode_dataset(records, tokenizer, template, max_length=args.max_length,
                             truncation=args.truncation, num_proc=getattr(args, "num_proc", None),
-                            cache_dir=workdir, on_error="skip")
+                            cache_dir=workdir, on_error="skip",
+                            **_encode_options(_chat_template_kwargs(args), encode_dataset))
     lines = [str(p) for p in problems]
     lines += [f"{where_of[e.index]}: {e.field}: {e.reason}" for e in result.problems]
     if lines and args.on_error == "stop":
         raise BadRecords(path, lines)
     return result, lines
+
+
+def _located_records(paths: list[Path], kind: str, problems: list, where_of: list):
+    """The normalized records of every file, in order; each one's ``FILE:LINE`` appended to ``where_of``."""
+    from utils.formats import iter_records
+
+    for path in paths:
+        for where, record in iter_records(path, kind=kind, on_error="skip", problems=problems, with_location=True):
+            where_of.append(where)
+            yield record
 
 
 # ---- statistics ---------------------------------------------------------------------------------
@@ -195,21 +334,41 @@ def _stats(result: Any, invalid: int, path: Path, tokenizer_name: str) -> dict[s
 
 
 def _format_table(stats: dict[str, Any]) -> str:
-    rows = [("file", stats["file"]), ("template", stats["template"]), ("tokenizer", stats["tokenizer"]),
-            ("records", stats["records"] + stats["invalid"]), ("invalid (skipped)", stats["invalid"]),
-            ("dropped (too long)", stats["dropped"]), ("truncated", stats["truncated"]),
-            ("rows", stats["rows"]), ("tokens", stats["tokens"]),
-            ("supervised tokens", f"{stats['supervised_tokens']} ({stats['supervised_share']:.1%})"),
-            ("boundary merges", stats["boundary_merges"])]
-    if stats.get("packed"):
-        rows.append(("examples packed", stats["examples"]))
-        rows.append(("packing efficiency", f"{stats['packing_efficiency']['packed']:.1%} packed vs "
-                                           f"{stats['packing_efficiency']['padded']:.1%} padded "
-                                           f"(batch {stats['packing_efficiency']['batch_size']})"))
-    lengths = stats["lengths"]
+    kind = stats.get("kind", "sft")
+    rows = [("file", stats["file"]), ("kind", kind)]
+    if kind != "pretrain":
+        rows.append(("template", stats["template"]))
+    rows.append(("tokenizer", stats["tokenizer"]))
+    if kind == "pretrain":
+        rows += [("documents", stats["documents"]), ("invalid (skipped)", stats["invalid"]),
+                 ("tokens", stats["tokens"]), ("blocks", f"{stats['blocks']} of {stats['max_length']} tokens"
+                                                         + (", positions restart per document"
+                                                            if stats["restart_positions"] else "")),
+                 ("last block", f"{stats['last_block_tokens']} tokens" if not stats["dropped_tokens"] else
+                  f"dropped ({stats['dropped_tokens']} tokens)")]
+    elif kind in ("preference", "kto"):
+        rows += [("records", stats["records"] + stats["invalid"]), ("invalid (skipped)", stats["invalid"]),
+                 ("dropped (too long)", stats["dropped"]), ("truncated", stats["truncated"]),
+                 ("rows", stats["rows"]), ("prompt tokens", stats["prompt_tokens"]),
+                 ("answer tokens (supervised)", stats["answer_tokens"]),
+                 ("closing tokens (left out)", stats["closing_tokens"])]
+        if kind == "kto":
+            rows.append(("desirable / undesirable", f"{stats['desirable']} / {stats['undesirable']}"))
+    else:
+        rows += [("records", stats["records"] + stats["invalid"]), ("invalid (skipped)", stats["invalid"]),
+                 ("dropped (too long)", stats["dropped"]), ("truncated", stats["truncated"]),
+                 ("rows", stats["rows"]), ("tokens", stats["tokens"]),
+                 ("supervised tokens", f"{stats['supervised_tokens']} ({stats['supervised_share']:.1%})"),
+                 ("boundary merges", stats["boundary_merges"])]
+        if stats.get("packed"):
+            rows.append(("examples packed", stats["examples"]))
+            rows.append(("packing efficiency", f"{stats['packing_efficiency']['packed']:.1%} packed vs "
+                                               f"{stats['packing_efficiency']['padded']:.1%} padded "
+                                               f"(batch {stats['packing_efficiency']['batch_size']})"))
+    lengths = stats.get("lengths")
     if lengths:
         rows.append(("length (tokens)", "  ".join(f"{k} {v}" for k, v in lengths.items())))
-    if stats.get("max_length"):
+    if stats.get("max_length") and kind != "pretrain":
         rows.append(("max_length", f"{stats['max_length']} ({stats['truncation']})"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -217,27 +376,148 @@ def _format_table(stats: dict[str, Any]) -> str:
 
 # ---- commands -----------------------------------------------------------------------------------
 
-def prepare_file(args: argparse.Namespace, workdir: str, progress: bool = True) -> tuple[Any, dict, list[str]]:
-    """Encode (and pack) ``args.data``: ``(dataset, stats, problem lines)``; the work of ``prepare``."""
-    path = _data_path(args.data)
+_SUMMED = ("records", "rows", "dropped", "invalid", "truncated", "tokens", "supervised_tokens", "boundary_merges",
+           "examples")
+
+
+def _prepare_sft(paths: list[Path], tokenizer: Any, args: argparse.Namespace, workdir: str,
+                 progress: bool) -> tuple[Any, dict, list[str]]:
+    """Each file encoded on its own (its own format), the rows concatenated; stats per file and in total."""
+    import datasets
+
     template = _template(args.template)
-    tokenizer = load_tokenizer_arg(args.tokenizer)
-    result, problems = _encode_file(path, tokenizer, template, args, workdir, progress)
-    stats = _stats(result, len(problems), path, _tokenizer_name(args.tokenizer))
-    dataset = result.dataset
+    results, per_file, problems, failures = [], [], [], []
+    for path in paths:
+        try:
+            result, lines = _encode_file(path, tokenizer, template, args, workdir, progress)
+        except BadRecords as error:  # collect every file's problems before stopping
+            failures.append(error)
+            continue
+        results.append(result)
+        problems += lines
+        per_file.append(_stats(result, len(lines), path, _tokenizer_name(args.tokenizer)))
+    if failures:
+        if len(failures) == 1 and len(paths) == 1:
+            raise failures[0]
+        lines = [line for f in failures for line in f.lines]
+        error = CliError(f"{len(lines)} invalid record{'s' if len(lines) > 1 else ''} in "
+                         f"{', '.join(str(f.path) for f in failures)}; nothing written (fix them, or pass --on-error "
+                         "skip to skip and count them)", EXIT_BAD_DATA)
+        error.lines = lines
+        raise error
+    if len(results) == 1:
+        stats = per_file[0]
+        dataset = results[0].dataset
+        lengths = results[0].lengths()
+    else:
+        import numpy as np
+
+        dataset = datasets.concatenate_datasets([r.dataset for r in results])
+        lengths = np.concatenate([r.lengths() for r in results])
+        stats = {"file": ", ".join(p.name for p in paths), "tokenizer": _tokenizer_name(args.tokenizer)}
+        stats.update({k: v for k, v in per_file[0].items() if k not in _SUMMED and k not in ("file", "lengths")})
+        stats.update({k: sum(f[k] for f in per_file) for k in _SUMMED})
+        stats["supervised_share"] = round(stats["supervised_tokens"] / stats["tokens"], 4) if stats["tokens"] else 0.0
+        stats["lengths"] = _length_summary(lengths)
+        stats["files"] = per_file
+    stats["kind"] = "sft"
     stats["packed"] = bool(getattr(args, "pack", False))
     if stats["packed"]:
         from utils.packing import pack_dataset, packing_efficiency
 
-        lengths = result.lengths().tolist()
         dataset = pack_dataset(dataset, args.max_length, window=PACK_WINDOW, desc="pack" if progress else None)
         stats["rows"] = len(dataset)
         import pyarrow.compute as pc
 
         packed_lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy().tolist()
-        stats["packing_efficiency"] = {"batch_size": 8, "padded": round(packing_efficiency(lengths, 8), 4),
+        stats["packing_efficiency"] = {"batch_size": 8, "padded": round(packing_efficiency(lengths.tolist(), 8), 4),
                                        "packed": round(packing_efficiency(packed_lengths, 8), 4)}
     return dataset, stats, problems
+
+
+def _check_problems(paths: list[Path], lines: list[str], args: argparse.Namespace) -> None:
+    if lines and getattr(args, "on_error", "stop") == "stop":
+        raise BadRecords(paths[0] if len(paths) == 1 else ", ".join(map(str, paths)), lines)
+
+
+def _prepare_preference(paths: list[Path], kind: str, tokenizer: Any, args: argparse.Namespace,
+                        workdir: str) -> tuple[Any, dict, list[str]]:
+    from utils.preference import encode_preference_dataset
+
+    template = _template(args.template)
+    problems: list = []
+    where_of: list[str] = []
+    options = _encode_options(_chat_template_kwargs(args), encode_preference_dataset)
+    result = encode_preference_dataset(_located_records(paths, kind, problems, where_of), tokenizer, template,
+                                       kind=kind, max_length=args.max_length, truncation=args.truncation,
+                                       on_error="skip", **options)
+    lines = [str(p) for p in problems] + [f"{where_of[e.index]}: {e.field}: {e.reason}" for e in result.problems]
+    _check_problems(paths, lines, args)
+    if result.records == 0 or result.rows == 0 and not result.dropped:
+        error = CliError(f"{', '.join(map(str, paths))}: no valid records", EXIT_BAD_DATA)
+        error.lines = [f"skipped: {line}" for line in lines]
+        raise error
+    import numpy as np
+
+    answers = ("chosen_ids", "rejected_ids") if kind == "preference" else ("completion_ids",)
+    table = result.dataset.data
+    import pyarrow.compute as pc
+
+    prompt = pc.list_value_length(table.column("prompt_ids")).to_numpy()
+    longest = np.max([pc.list_value_length(table.column(a)).to_numpy() for a in answers], axis=0) if len(prompt) \
+        else np.array([])
+    stats = {"file": ", ".join(p.name for p in paths), "tokenizer": _tokenizer_name(args.tokenizer), **result.as_dict()}
+    stats["records"] = result.records - result.invalid
+    stats["invalid"] = len(lines)
+    stats["lengths"] = _length_summary(prompt + longest)
+    return result.dataset, stats, lines
+
+
+def _prepare_pretrain(paths: list[Path], tokenizer: Any, args: argparse.Namespace,
+                      workdir: str) -> tuple[Any, dict, list[str]]:
+    from utils.pretrain import prepare_pretrain
+
+    if not args.max_length:
+        raise CliError("--kind pretrain needs --max-length (the length of a block)")
+    problems: list = []
+    where_of: list[str] = []
+    result = prepare_pretrain(_located_records(paths, "pretrain", problems, where_of), tokenizer, args.max_length,
+                              restart_positions=getattr(args, "restart_positions", False),
+                              remainder="drop" if getattr(args, "drop_last", False) else "keep", on_error="skip",
+                              cache_dir=workdir)
+    lines = [str(p) for p in problems] + [f"{where_of[i]}: text: {message.split(': ', 1)[1]}"
+                                          for i, message in result.problems]
+    _check_problems(paths, lines, args)
+    if result.documents == 0:
+        error = CliError(f"{', '.join(map(str, paths))}: no valid documents", EXIT_BAD_DATA)
+        error.lines = [f"skipped: {line}" for line in lines]
+        raise error
+    stats = {"file": ", ".join(p.name for p in paths), "tokenizer": _tokenizer_name(args.tokenizer), **result.as_dict()}
+    stats["invalid"] = len(lines)
+    stats["records"] = result.documents
+    stats["rows"] = result.blocks
+    return result.dataset, stats, lines
+
+
+def prepare_file(args: argparse.Namespace, workdir: str, progress: bool = True) -> tuple[Any, dict, list[str]]:
+    """Encode (and pack) ``args.data`` (one or more files): ``(dataset, stats, problem lines)``; the work of
+    ``prepare`` and ``stats``. The kind (``--kind``, or read from the files' records) chooses the path:
+    ``sft`` (:mod:`utils.encode`), ``preference`` / ``kto`` (:mod:`utils.preference`), ``pretrain``
+    (:mod:`utils.pretrain`)."""
+    specs = args.data if isinstance(args.data, (list, tuple)) else [args.data]
+    paths = _data_paths([str(s) for s in specs])
+    kind = _data_kind(paths, getattr(args, "kind", None))
+    if kind != "pretrain" and not args.template:
+        raise CliError(f"--template is needed for {kind} data (alpaca, vicuna, human_assistant or chat_template)")
+    if kind != "sft" and getattr(args, "pack", False):
+        raise CliError(f"--pack packs SFT rows; {kind} rows are not packed"
+                       + (" (pretraining blocks are always full: see --max-length)" if kind == "pretrain" else ""))
+    tokenizer = load_tokenizer_arg(args.tokenizer)
+    if kind == "sft":
+        return _prepare_sft(paths, tokenizer, args, workdir, progress)
+    if kind in ("preference", "kto"):
+        return _prepare_preference(paths, kind, tokenizer, args, workdir)
+    return _prepare_pretrain(paths, tokenizer, args, workdir)
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -284,29 +564,75 @@ def _use_color(choice: str) -> bool:
     return choice == "always"
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def _inspect_rows(paths: list[Path], kind: str, tokenizer: Any, args: argparse.Namespace, problems: list):
+    """``(title, row)`` of the first ``-n`` examples (a row: ``input_ids`` + ``labels``), problems on the way."""
     from utils.encode import IGNORE_INDEX, encode_batch
     from utils.formats import iter_records
+
+    if kind == "pretrain":
+        from utils.pretrain import pretrain_blocks
+
+        if not args.max_length:
+            raise CliError("--kind pretrain needs --max-length (the length of a block)")
+        records = (r for path in paths for r in iter_records(path, kind=kind, on_error="skip", problems=problems))
+        blocks = pretrain_blocks(records, tokenizer, args.max_length,
+                                 restart_positions=getattr(args, "restart_positions", False))
+        for index, block in enumerate(itertools.islice(blocks, args.n)):
+            yield f"block {index + 1}", {"input_ids": block["input_ids"], "labels": block["labels"]}
+        return
+    template = _template(args.template)
+    options = _chat_template_kwargs(args)
+    shown = 0
+    for path in paths:
+        stream = iter_records(path, kind=kind, on_error="skip", problems=problems, with_location=True)
+        for where, example in stream:
+            if shown >= args.n:
+                return
+            shown += 1
+            try:
+                if kind == "sft":
+                    (row,) = encode_batch([example], tokenizer, template, args.max_length, args.truncation,
+                                          **_encode_options(options, encode_batch))
+                    yield f"example {shown} · {template.name}", row
+                    continue
+                from utils.preference import encode_kto, encode_preference
+
+                row = (encode_preference if kind == "preference" else encode_kto)(
+                    example, tokenizer, template, args.max_length, args.truncation, chat_template_kwargs=options)
+            except ValueError as error:
+                reason = str(error).split(": ", 1)[1] if str(error).startswith("record ") else str(error)
+                problems.append(f"{where}: {getattr(error, 'field', 'record')}: {reason}"
+                                if hasattr(error, "field") else f"{where}: {reason}")
+                continue
+            if row is None:
+                yield f"example {shown} · {template.name}", None
+                continue
+            for side in ("chosen", "rejected", "completion"):
+                if f"{side}_ids" in row:
+                    label = f" (label {str(row['label']).lower()})" if side == "completion" else ""
+                    answer = row[f"{side}_ids"]
+                    yield (f"example {shown} · {template.name} · {side}{label}",
+                           {"input_ids": row["prompt_ids"] + answer,
+                            "labels": [IGNORE_INDEX] * len(row["prompt_ids"]) + answer})
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from utils.encode import IGNORE_INDEX
     from utils.viz.masks import mask_ansi
 
-    path = _data_path(args.data)
-    template = _template(args.template)
+    paths = _data_paths([str(s) for s in args.data])
+    kind = _data_kind(paths, args.kind)
+    if kind != "pretrain" and not args.template:
+        raise CliError(f"--template is needed for {kind} data (alpaca, vicuna, human_assistant or chat_template)")
     tokenizer = load_tokenizer_arg(args.tokenizer)
     color = _use_color(args.color)
     problems: list[Any] = []
     shown = 0
-    for index, example in enumerate(itertools.islice(iter_records(path, on_error="skip", problems=problems),
-                                                     args.n)):
+    for title, row in _inspect_rows(paths, kind, tokenizer, args, problems):
         for problem in problems:
             print(str(problem), file=sys.stderr)
         problems.clear()
-        try:
-            (row,) = encode_batch([example], tokenizer, template, args.max_length, args.truncation)
-        except ValueError as error:
-            reason = str(error).split(": ", 1)[1] if str(error).startswith("record ") else str(error)
-            print(f"{path}: example {index + 1}: {reason}", file=sys.stderr)
-            continue
-        title = f"── example {index + 1} · {template.name} · {_tokenizer_name(args.tokenizer)} "
+        title = f"── {title} · {_tokenizer_name(args.tokenizer)} "
         if row is None:
             print(f"{title}── dropped: longer than --max-length {args.max_length}\n")
             continue
@@ -327,14 +653,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m utils``."""
     parser = argparse.ArgumentParser(prog="python -m utils", description=(
-        "Prepare instruction-tuning data: encode with prompt masking, inspect masks, count tokens. "
+        "Prepare training data (SFT, preference / KTO, pretraining text): encode with prompt masking, inspect "
+        "masks, count tokens. "
         "Everything runs offline."))
     commands = parser.add_subparsers(dest="command", required=True, metavar="{prepare,inspect,stats}")
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("data", help="JSONL file or JSON array (Alpaca, ShareGPT or OpenAI messages)")
-        sub.add_argument("--template", required=True,
-                         help="alpaca, vicuna, human_assistant or chat_template (the tokenizer's own)")
+        sub.add_argument("data", nargs="+", help="data files or glob patterns: JSONL, JSON array, Parquet or .txt "
+                                                 "(any record form utils.formats reads; each file its own form)")
+        sub.add_argument("--kind", choices=("sft", "preference", "kto", "pretrain"), default=None,
+                         help="what the records train (default: read from the records' keys; a mix is an error)")
+        sub.add_argument("--template", default=None,
+                         help="alpaca, vicuna, human_assistant or chat_template (the tokenizer's own); "
+                              "not used for --kind pretrain")
+        sub.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
+                         help="options for the chat template, e.g. '{\"enable_thinking\": false}'")
+        sub.add_argument("--restart-positions", action="store_true",
+                         help="pretrain: restart position_ids at each document start")
         sub.add_argument("--tokenizer", default=None,
                          help="local tokenizer directory (default: the course's tiny tokenizer)")
         sub.add_argument("--max-length", type=int, default=None, help="longest row in tokens (default: none)")
@@ -345,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(prepare)
     prepare.add_argument("--out", required=True, help="output directory (must not exist, see --overwrite)")
     prepare.add_argument("--pack", action="store_true", help="pack whole examples into rows of --max-length")
+    prepare.add_argument("--drop-last", action="store_true",
+                         help="pretrain: drop the short last block (its tokens are counted in stats.json)")
     prepare.add_argument("--num-proc", type=int, default=None, help="processes for encoding")
     prepare.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                          help="bad records: stop and list them all (default), or skip and count them")
@@ -366,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--num-proc", type=int, default=None, help="processes for encoding")
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.add_argument("--quiet", action="store_true", help="no progress bars")
+    stats.add_argument("--drop-last", action="store_true", help="pretrain: drop the short last block")
     stats.set_defaults(run=_cmd_stats)
     return parser
 

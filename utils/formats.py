@@ -1,34 +1,71 @@
-"""Reading and validating instruction data: Alpaca, ShareGPT, OpenAI messages (and Alpaca seed tasks).
+"""Reading and validating training data: every real record form, one normalized form per kind.
 
-Supported record forms (auto-detected per record from its keys):
+A record's **kind** -- what it trains -- is read from its keys, as TRL's ``data_utils`` does
+(:func:`detect_kind`, :data:`KINDS`): ``sft`` (a prompt and replies, :mod:`utils.encode`), ``preference``
+(``chosen`` + ``rejected``, :mod:`utils.preference`), ``kto`` (a completion with a true/false ``label``,
+:mod:`utils.preference`) and ``pretrain`` (``text``, :mod:`utils.pretrain`). A reader asks for one kind
+and a record of another kind is refused with the reason, never trained as something else: a KTO
+``label: false`` answer is not an SFT target, a ``chosen``/``rejected`` pair is not two SFT examples.
+Fields that change a record's meaning are used or refused, never ignored (``system``, ``history``,
+``tools``, ``label``; ``images``/``videos``/``audios`` are refused: multimodal data is not supported).
 
-===========  =====================================================================================
-format       record
-===========  =====================================================================================
-``alpaca``   ``{"instruction": str, "input": str (optional, may be empty), "output": str}``
-``sharegpt`` ``{"conversations": [{"from": "system"|"human"|"gpt", "value": str}, ...]}``
-             (role aliases accepted: ``user``/``assistant``/``chatgpt``/``bing``/``bard``, see
-             :data:`ROLE_ALIASES`)
-``messages`` ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (OpenAI;
-             ``human``/``gpt`` accepted as aliases too)
-``seed``     Stanford Alpaca's ``seed_tasks.jsonl``: ``{"instruction": str, "instances": [{"input",
-             "output"}, ...]}``; each instance becomes one Alpaca record (a documented conversion)
-===========  =====================================================================================
+Record **forms** (:func:`detect_format`, per record from its keys):
 
-Files: JSONL (one record per line, read as a stream, blank lines ignored) or a JSON array (``[...]``,
-detected from the first non-blank character). :func:`iter_records` yields *normalized* records:
-Alpaca records stay Alpaca (``instruction``, ``input``, ``output``: the ``alpaca`` template needs the
-input on its own), ShareGPT and OpenAI records become ``{"messages": [...]}``. :func:`to_messages`
-converts any form to the one conversation form, ``[{"role", "content"}, ...]`` (an Alpaca input is
-joined to the instruction with ``"\\n"``, as LLaMA-Factory does). A file must use one format
-(Alpaca and seed tasks may mix; ShareGPT and messages may mix).
+============  ====================================================================================
+format        record
+============  ====================================================================================
+``alpaca``    ``{"instruction": str, "input": str (optional, may be empty), "output": str}``, and
+              LLaMA-Factory's optional columns ``system`` (str), ``history`` (``[[user, assistant],
+              ...]``, earlier turns) and ``tools``
+``sharegpt``  ``{"conversations": [{"from": "system"|"human"|"gpt", "value": str}, ...]}`` (role
+              aliases: :data:`ROLE_ALIASES`); LLaMA-Factory's ``function_call`` / ``observation``
+              roles with a ``tools`` column; an optional ``system`` column
+``messages``  ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (OpenAI;
+              ``human``/``gpt`` accepted as aliases too; ``tool`` messages and assistant
+              ``tool_calls`` with ``tools``)
+``firefly``   Firefly / Swift: ``{"conversation": [{"human": str, "assistant": str}, ...], "system"?}``
+``prompt``    TRL: ``{"prompt", "completion"}`` (sft), ``{"prompt", "chosen", "rejected"}``
+              (preference; or ``chosen``/``rejected`` alone as whole conversations: the implicit
+              prompt), ``{"prompt", "completion", "label"}`` (kto); strings or lists of messages
+``seed``      Stanford Alpaca's ``seed_tasks.jsonl``: ``{"instruction": str, "instances": [{"input",
+              "output"}, ...]}``; each instance becomes one Alpaca record (a documented conversion)
+``text``      ``{"text": str}`` (pretraining text; a ``.txt`` file is one such record)
+============  ====================================================================================
 
-Other keys are ignored (``id``, LLaMA-Factory's ``system`` / ``history`` columns of Alpaca files: put a
-system text or earlier turns into the ``messages`` form instead).
+LLaMA-Factory's preference and KTO forms are the SFT forms plus ``chosen`` / ``rejected`` (a
+``{from, value}`` / ``{role, content}`` message after a conversation that ends with the user turn, or
+two strings beside an Alpaca instruction) or a boolean ``label`` / ``kto_tag``.
+
+Normalized records (what :func:`iter_records` yields; the toolkit works on these only):
+
+- ``sft``: plain Alpaca records stay ``{"instruction", "input", "output"}`` (the ``alpaca`` template
+  needs the input on its own); everything else becomes the conversation form ``{"messages": [...]}``
+  (LLaMA-Factory's Alpaca ``system`` / ``history`` too: system, the history turns, then
+  ``instruction\ninput``, as its converter does). Tool calls use one form: an assistant message
+  ``{"role": "assistant", "content": str, "tool_calls": [{"type": "function", "function": {"name": str,
+  "arguments": dict}}]}`` (a ShareGPT ``function_call`` value is parsed from its JSON), a ``tool``
+  message ``{"role": "tool", "content": str}`` per result (``observation``), and the schemas in a
+  record-level ``"tools": [{"type": "function", "function": {...}}]`` (parsed from a JSON string;
+  an empty list means no tools).
+- ``preference``: ``{"prompt": [messages], "chosen": [assistant message], "rejected": [assistant
+  message], "tools"?}`` (TRL's conversational shape; a string prompt is one user message).
+- ``kto``: ``{"prompt": [messages], "completion": [assistant message], "label": bool, "tools"?}``.
+- ``pretrain``: ``{"text": str}``.
+
+:func:`to_messages` converts any SFT form to the one conversation form, ``[{"role", "content"}, ...]`` (an
+Alpaca input is joined to the instruction with ``"\n"``, as LLaMA-Factory does).
+
+Files: JSONL (one record per line, read as a stream, blank lines ignored), a JSON array (``[...]``,
+detected from the first non-blank character), Parquet (``.parquet``, read in batches) or ``.txt``
+(one pretraining document per file). A file must use one format (Alpaca and seed tasks may mix;
+ShareGPT, messages and Firefly may mix) and hold one kind.
 
 Rules for a valid record: every text field a string; ``output`` / every assistant reply non-empty
 (after stripping whitespace); user turns non-empty; an optional system message first, then user and
-assistant alternating, starting with user and ending with assistant; only known roles.
+assistant alternating, starting with user and ending with assistant; only known roles. With tool
+calls, LLaMA-Factory's order: a user message or tool results, then an assistant reply or call,
+alternating (several tool results may follow one another), ending with an assistant message. A
+preference / KTO prompt ends with the user turn (or a tool result) the answers reply to.
 
 Errors name the place and the field, one line per problem: ``FILE:LINE: field: reason`` for JSONL,
 ``FILE:[INDEX]: field: reason`` for a JSON array, e.g.
@@ -52,12 +89,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 __all__ = [
-    "RecordError", "DataFormatError", "ROLE_ALIASES", "detect_format", "check_record", "normalize",
-    "to_messages", "conversation_of", "from_seed_task", "iter_records", "read_records", "validate_file",
+    "RecordError", "DataFormatError", "ROLE_ALIASES", "KINDS", "SUFFIXES", "detect_format", "detect_kind",
+    "check_record", "normalize", "to_messages", "conversation_of", "from_seed_task", "iter_records",
+    "read_records", "validate_file", "file_kind",
 ]
 
 ROLE_ALIASES: dict[str, str] = {
@@ -98,10 +137,15 @@ def _type(value: Any) -> str:
 
 
 def detect_format(record: Any) -> str:
-    """``"alpaca"``, ``"sharegpt"``, ``"messages"`` or ``"seed"``, from the record's keys.
+    """The record's form, from its keys: ``"alpaca"``, ``"sharegpt"``, ``"messages"``, ``"seed"``,
+    ``"firefly"``, ``"prompt"`` (TRL's ``prompt`` + ``completion`` / ``chosen`` / ``rejected``) or ``"text"``.
+
+    The form says how a record is written; its *kind* (:func:`detect_kind`) says what it trains.
 
     >>> detect_format({"conversations": []}), detect_format({"instruction": "x", "output": "y"})
     ('sharegpt', 'alpaca')
+    >>> detect_format({"conversation": [{"human": "Hi", "assistant": "Yo"}]})
+    'firefly'
     """
     if not isinstance(record, Mapping):
         raise RecordError("record", f"expected a JSON object, got {_type(record)}")
@@ -109,13 +153,20 @@ def detect_format(record: Any) -> str:
         return "messages"
     if "conversations" in record:
         return "sharegpt"
+    if "conversation" in record:
+        return "firefly"
     if "instances" in record:
         return "seed"
     if "instruction" in record or "output" in record:
         return "alpaca"
+    if "prompt" in record or "chosen" in record or "rejected" in record or "completion" in record:
+        return "prompt"
+    if "text" in record:
+        return "text"
     keys = ", ".join(sorted(map(str, record))) or "none"
     raise RecordError("record", "unknown format: expected 'instruction'/'output' (Alpaca), 'conversations' "
-                                f"(ShareGPT) or 'messages' (OpenAI); got keys: {keys}")
+                                "(ShareGPT), 'messages' (OpenAI), 'conversation' (Firefly), 'prompt' + "
+                                f"'completion'/'chosen'/'rejected' (TRL) or 'text' (plain text); got keys: {keys}")
 
 
 def _text(record: Mapping, key: str, field: str, *, required: bool = True, empty_ok: bool = False) -> str:
@@ -132,12 +183,22 @@ def _text(record: Mapping, key: str, field: str, *, required: bool = True, empty
 
 
 def _alpaca(record: Mapping, prefix: str = "") -> dict:
+    """An Alpaca record: Alpaca form, or the conversation form when it has a system text, history or tools."""
     instruction = _text(record, "instruction", prefix + "instruction", empty_ok=True)
     inp = _text(record, "input", prefix + "input", required=False, empty_ok=True)
     if not instruction.strip() and not inp.strip():
         raise RecordError(prefix + "instruction", "empty (and no input)")
     output = _text(record, "output", prefix + "output")
-    return {"instruction": instruction, "input": inp, "output": output}
+    system = _text(record, "system", prefix + "system", required=False, empty_ok=True)
+    history = _history(record, prefix)
+    tools = _tools(record, prefix)
+    if not system and not history and tools is None:
+        return {"instruction": instruction, "input": inp, "output": output}
+    # LLaMA-Factory's AlpacaDatasetConverter: system, then the history pairs, then "instruction\ninput"
+    out: dict = {"messages": _alpaca_prompt(record, prefix) + [{"role": "assistant", "content": output}]}
+    if tools is not None:
+        out["tools"] = tools
+    return out
 
 
 def _turns(record: Mapping, key: str, role_key: str, text_key: str) -> list[dict]:
@@ -181,16 +242,486 @@ def _turns(record: Mapping, key: str, role_key: str, text_key: str) -> list[dict
     return messages
 
 
-def check_record(record: Any) -> tuple[str, list[dict]]:
+# ---- record kinds and the other real forms (LLaMA-Factory, Firefly, TRL, tool calls) ----------------
+
+KINDS = ("sft", "preference", "kto", "pretrain")
+"""What a record trains: ``sft`` (prompt + replies, :mod:`utils.encode`), ``preference`` (a prompt with a
+chosen and a rejected answer, DPO / ORPO) and ``kto`` (a prompt, one completion and a true/false label),
+both :mod:`utils.preference`, and ``pretrain`` (plain text, :mod:`utils.pretrain`)."""
+
+_KIND_HOME = {"sft": "--kind sft (utils.encode)", "preference": "--kind preference (utils.preference)",
+              "kto": "--kind kto (utils.preference)", "pretrain": "--kind pretrain (utils.pretrain)"}
+_CONVERSATION_KEYS = ("messages", "conversations", "conversation", "instruction", "output", "instances",
+                      "prompt", "completion")
+_MEDIA_KEYS = ("images", "videos", "audios", "image", "video", "audio")
+_TOOL_ROLES = ("function_call", "observation", "tool")
+_KEYS = {"sharegpt": ("conversations", "from", "value"), "messages": ("messages", "role", "content")}
+
+
+def detect_kind(record: Any) -> str:
+    """The record's kind (one of :data:`KINDS`), read from its keys as TRL's ``data_utils`` does.
+
+    ``chosen`` / ``rejected`` make a preference record; a boolean ``label`` (or a ``label`` beside a
+    ``completion``, or LLaMA-Factory's ``kto_tag``) a KTO record; a ``text`` field without any
+    conversation field a pretraining text; everything else is SFT.
+
+    >>> detect_kind({"prompt": "2+2?", "chosen": "4", "rejected": "5"})
+    'preference'
+    >>> detect_kind({"prompt": "2+2?", "completion": "5", "label": False}), detect_kind({"text": "Once upon"})
+    ('kto', 'pretrain')
+    """
+    if not isinstance(record, Mapping):
+        raise RecordError("record", f"expected a JSON object, got {_type(record)}")
+    if "chosen" in record or "rejected" in record:
+        return "preference"
+    if "kto_tag" in record or "label" in record and ("completion" in record or isinstance(record["label"], bool)):
+        return "kto"
+    if "text" in record and not any(k in record for k in _CONVERSATION_KEYS):
+        return "pretrain"
+    return "sft"
+
+
+def _wrong_kind(record: Mapping, got: str, kind: str) -> RecordError:
+    """The refusal of a record whose fields say it is a ``got`` record, given to the ``kind`` path."""
+    if got == "preference":
+        field = "chosen" if "chosen" in record else "rejected"
+        what = "a preference record (a chosen and a rejected answer to one prompt)"
+        why = {"sft": "trained as an SFT example, which answer is preferred would be ignored (or the rejected "
+                      "one learned)"}.get(kind, "it has two answers, not one")
+    elif got == "kto":
+        field = "kto_tag" if "kto_tag" in record else "label"
+        value = record.get(field)
+        desirable = {True: "a desirable", False: "an undesirable"}.get(value, "a labelled") if isinstance(
+            value, bool) else "a labelled"
+        what = f"a KTO record (label {json.dumps(value)}: {desirable} answer)"
+        why = {"sft": "trained as an SFT example, an undesirable answer would be learned like a good one"}.get(
+            kind, "it has one labelled completion, not a pair" if kind == "preference" else "it has a label")
+    elif got == "pretrain":
+        field, what = "text", "a plain-text record (pretraining text)"
+        why = "it has no prompt and no reply"
+    else:
+        field, what = "record", "an SFT example (instruction or conversation, no chosen/rejected/label fields)"
+        why = {"preference": "a preference record needs a prompt with 'chosen' and 'rejected' answers",
+               "kto": "a KTO record needs a completion with a true/false 'label'",
+               "pretrain": "pretraining text is a 'text' field (a .txt file, or JSONL {\"text\": ...})"}[kind]
+    return RecordError(field, f"{what} given to the {kind} path: {why}; prepare it with {_KIND_HOME[got]}")
+
+
+def _refuse_media(record: Mapping) -> None:
+    for key in _MEDIA_KEYS:
+        if record.get(key):
+            raise RecordError(key, f"multimodal input ({key}) is not supported: the text would be trained without "
+                                   "what it refers to; remove the field (or the record)")
+
+
+def _history(record: Mapping, prefix: str = "") -> list[dict]:
+    """LLaMA-Factory's Alpaca ``history``: ``[[user, assistant], ...]`` as messages (earlier turns)."""
+    pairs = record.get("history")
+    if pairs is None:
+        return []
+    if not isinstance(pairs, list):
+        raise RecordError(prefix + "history", f"expected an array of [user, assistant] pairs, got {_type(pairs)}")
+    messages = []
+    for i, pair in enumerate(pairs):
+        f = f"{prefix}history[{i}]"
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            got = f"{len(pair)} items" if isinstance(pair, (list, tuple)) else _type(pair)
+            raise RecordError(f, f"expected a [user, assistant] pair, got {got}")
+        for j, role in enumerate(("user", "assistant")):
+            if not isinstance(pair[j], str):
+                raise RecordError(f"{f}[{j}]", f"expected a string ({role} text), got {_type(pair[j])}")
+            if not pair[j].strip():
+                raise RecordError(f"{f}[{j}]", f"empty ({role} text)")
+            messages.append({"role": role, "content": pair[j]})
+    return messages
+
+
+def _alpaca_prompt(record: Mapping, prefix: str = "") -> list[dict]:
+    """The prompt of an Alpaca-form record as messages: system, history, ``instruction\\ninput``."""
+    instruction = _text(record, "instruction", prefix + "instruction", empty_ok=True)
+    inp = _text(record, "input", prefix + "input", required=False, empty_ok=True)
+    if not instruction.strip() and not inp.strip():
+        raise RecordError(prefix + "instruction", "empty (and no input)")
+    system = _text(record, "system", prefix + "system", required=False, empty_ok=True)
+    user = instruction + ("\n" + inp if inp else "") if instruction else inp
+    return (([{"role": "system", "content": system}] if system else []) + _history(record, prefix)
+            + [{"role": "user", "content": user}])
+
+
+def _tools(record: Mapping, prefix: str = "") -> list[dict] | None:
+    """The ``tools`` column (a JSON string or a list of function schemas) as OpenAI-style tool dicts
+    ``{"type": "function", "function": {"name", "description", "parameters"}}``; None when absent or empty."""
+    value = record.get("tools")
+    field = prefix + "tools"
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise RecordError(field, f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, list):
+        raise RecordError(field, f"expected an array of function schemas (or a JSON string of one), got {_type(value)}")
+    tools = []
+    for i, tool in enumerate(value):
+        f = f"{field}[{i}]"
+        if not isinstance(tool, Mapping):
+            raise RecordError(f, f"expected a function schema object, got {_type(tool)}")
+        fn, f = (tool.get("function"), f + ".function") if "function" in tool else (tool, f)
+        if not isinstance(fn, Mapping):
+            raise RecordError(f, f"expected a function schema object, got {_type(fn)}")
+        if not isinstance(fn.get("name"), str) or not fn["name"].strip():
+            raise RecordError(f + ".name", "missing" if "name" not in fn else "expected a non-empty string")
+        if fn.get("parameters") is not None and not isinstance(fn["parameters"], Mapping):
+            raise RecordError(f + ".parameters", f"expected a JSON schema object, got {_type(fn['parameters'])}")
+        tools.append({"type": "function", "function": dict(fn)})
+    return tools or None
+
+
+def _tool_call(item: Any, field: str) -> dict:
+    """One call as ``{"type": "function", "function": {"name": str, "arguments": dict}}``."""
+    if not isinstance(item, Mapping):
+        raise RecordError(field, f"expected an object with 'name' and 'arguments', got {_type(item)}")
+    fn = item
+    if isinstance(item.get("function"), Mapping):  # OpenAI: {"type": "function", "function": {...}}
+        fn, field = item["function"], field + ".function"
+    name = fn.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise RecordError(field + ".name", "missing" if name is None else "expected a non-empty string")
+    args = fn.get("arguments")
+    if args is None:
+        args = {}
+    if isinstance(args, str):  # the OpenAI API writes arguments as a JSON string
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as e:
+            raise RecordError(field + ".arguments", f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(args, Mapping):
+        raise RecordError(field + ".arguments", f"expected an object (arguments by name), got {_type(args)}")
+    return {"type": "function", "function": {"name": name, "arguments": dict(args)}}
+
+
+def _calls_from_json(value: str, field: str) -> list[dict]:
+    """A LLaMA-Factory ``function_call`` value: JSON ``{"name", "arguments"}`` (or a list of them)."""
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise RecordError(field, 'a function_call value must be JSON {"name": ..., "arguments": {...}}; not valid '
+                                 f"JSON ({e.msg} at column {e.colno})") from None
+    items = obj if isinstance(obj, list) else [obj]
+    if not items:
+        raise RecordError(field, "an empty list of function calls")
+    return [_tool_call(item, field if len(items) == 1 else f"{field}[{k}]") for k, item in enumerate(items)]
+
+
+def _has_tools(record: Mapping, key: str, role_key: str) -> bool:
+    turns = record.get(key)
+    return _tools(record) is not None or isinstance(turns, list) and any(
+        isinstance(t, Mapping) and (str(t.get(role_key, "")).lower() in _TOOL_ROLES or t.get("tool_calls"))
+        for t in turns)
+
+
+def _tool_conversation(record: Mapping, key: str, role_key: str, text_key: str) -> dict:
+    """A conversation with tool calls in the one normalized form: ``{"messages": [...], "tools"?: [...]}``.
+
+    LLaMA-Factory's ShareGPT roles: ``function_call`` (its value the call as JSON) becomes an assistant
+    message with ``tool_calls``, ``observation`` a ``tool`` message. OpenAI-style ``tool_calls`` (arguments
+    as a JSON string or an object) and ``tool`` messages are normalized the same way. The order follows
+    LLaMA-Factory's rule: user or tool messages, then an assistant message (text or calls), alternating,
+    ending with an assistant message.
+    """
+    turns = record[key]
+    if not isinstance(turns, list):
+        raise RecordError(key, f"expected an array, got {_type(turns)}")
+    if not turns:
+        raise RecordError(key, "empty conversation")
+    names = ("human, gpt, system, function_call or observation" if key == "conversations"
+             else "system, user, assistant or tool")
+    messages: list[dict] = []
+    spoken: list[str] = []
+    for i, turn in enumerate(turns):
+        f = f"{key}[{i}]"
+        if not isinstance(turn, Mapping):
+            raise RecordError(f, f"expected an object with '{role_key}' and '{text_key}', got {_type(turn)}")
+        if role_key not in turn:
+            raise RecordError(f"{f}.{role_key}", "missing")
+        name = turn[role_key]
+        if not isinstance(name, str):
+            raise RecordError(f"{f}.{role_key}", f"expected a string, got {_type(name)}")
+        low = name.lower()
+        content = turn.get(text_key)
+        if content is not None and not isinstance(content, str):
+            raise RecordError(f"{f}.{text_key}", f"expected a string, got {_type(content)}")
+        if low == "function_call":
+            text = _text(turn, text_key, f"{f}.{text_key}")
+            message = {"role": "assistant", "content": "", "tool_calls": _calls_from_json(text, f"{f}.{text_key}")}
+        elif low in ("observation", "tool"):
+            message = {"role": "tool", "content": _text(turn, text_key, f"{f}.{text_key}", empty_ok=True)}
+        else:
+            role = ROLE_ALIASES.get(low)
+            if role is None:
+                raise RecordError(f"{f}.{role_key}", f"unknown role {name!r} (expected {names})")
+            calls = turn.get("tool_calls")
+            if calls:
+                if role != "assistant":
+                    raise RecordError(f"{f}.tool_calls", f"only an assistant message can call tools, not {name!r}")
+                if not isinstance(calls, list):
+                    raise RecordError(f"{f}.tool_calls", f"expected an array of calls, got {_type(calls)}")
+                message = {"role": "assistant", "content": content or "",
+                           "tool_calls": [_tool_call(c, f"{f}.tool_calls[{k}]") for k, c in enumerate(calls)]}
+            else:
+                message = {"role": role, "content": _text(turn, text_key, f"{f}.{text_key}",
+                                                          empty_ok=(role == "system"))}
+        messages.append(message)
+        spoken.append(name)
+    prev = None
+    for i, (message, name) in enumerate(zip(messages, spoken)):
+        role, f = message["role"], f"{key}[{i}].{role_key}"
+        if role == "system":
+            if i:
+                raise RecordError(f, "a system message is only allowed as the first message")
+        elif prev in (None, "system") and role != "user":
+            raise RecordError(f, f"the conversation must start with a user turn (after an optional system "
+                                 f"message), got {name!r}")
+        elif prev == "user" and role != "assistant":
+            raise RecordError(f, f"a user turn must be followed by an assistant reply or tool call, got {name!r}")
+        elif prev == "assistant" and role == "assistant":
+            raise RecordError(f, f"two assistant turns in a row (expected a user turn or a tool result), got {name!r}")
+        elif prev == "tool" and role == "user":
+            raise RecordError(f, f"a tool result must be followed by an assistant reply, got {name!r}")
+        prev = role
+    if messages[-1]["role"] != "assistant":
+        raise RecordError(f"{key}[{len(turns) - 1}]", f"conversation ends with {spoken[-1]!r} (the last message must "
+                                                      "be an assistant reply or tool call)")
+    out: dict = {"messages": _with_system_column(record, messages, key)}
+    tools = _tools(record)
+    if tools is not None:
+        out["tools"] = tools
+    return out
+
+
+def _with_system_column(record: Mapping, messages: list[dict], key: str) -> list[dict]:
+    """LLaMA-Factory's ``system`` column in front of a conversation (refused if it has another one)."""
+    system = _text(record, "system", "system", required=False, empty_ok=True)
+    if not system:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        if messages[0]["content"] == system:
+            return messages
+        raise RecordError("system", f"two different system texts (the 'system' field and {key}[0]); keep one")
+    return [{"role": "system", "content": system}] + messages
+
+
+def _firefly(record: Mapping) -> dict:
+    """Firefly / Swift: ``{"conversation": [{"human", "assistant"}, ...], "system"?}`` as messages."""
+    turns = record["conversation"]
+    if not isinstance(turns, list):
+        raise RecordError("conversation", f"expected an array, got {_type(turns)}")
+    if not turns:
+        raise RecordError("conversation", "empty conversation")
+    messages = []
+    for i, turn in enumerate(turns):
+        f = f"conversation[{i}]"
+        if not isinstance(turn, Mapping):
+            raise RecordError(f, f"expected an object with 'human' and 'assistant', got {_type(turn)}")
+        messages.append({"role": "user", "content": _text(turn, "human", f + ".human")})
+        messages.append({"role": "assistant", "content": _text(turn, "assistant", f + ".assistant")})
+    return {"messages": _with_system_column(record, messages, "conversation")}
+
+
+def _renamed(error: RecordError, key: str, names: list[str]) -> RecordError:
+    """``error`` about ``key[i]...`` of a joined conversation, named after where turn ``i`` came from."""
+    m = re.match(rf"{re.escape(key)}\[(\d+)\](.*)", error.field, re.S)
+    if m and int(m.group(1)) < len(names):
+        return RecordError(names[int(m.group(1))] + m.group(2), error.reason)
+    if error.field == key:
+        return RecordError(re.sub(r"\[\d+\]$", "", names[0]), error.reason)
+    return error
+
+
+def _joined(turns: list, names: list[str], key: str, extra: Mapping) -> dict:
+    """Validate ``turns`` (raw turns from several fields) as one SFT conversation; errors use ``names``."""
+    try:
+        _, out = check_record({key: turns, **extra})
+    except RecordError as e:
+        raise _renamed(e, key, names) from None
+    return out[0]
+
+
+def _side_turns(record: Mapping, side: str, role_key: str, text_key: str) -> tuple[list, list[str]]:
+    """The answer in ``record[side]`` as raw turns: a string, one message, or a list of one message."""
+    if side not in record or record[side] is None:
+        raise RecordError(side, "missing")
+    value = record[side]
+    if isinstance(value, str):
+        _text(record, side, side)
+        return [{role_key: "assistant", text_key: value}], [side]
+    if isinstance(value, Mapping):
+        return [value], [side]
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise RecordError(side, f"expected one assistant message, got {len(value)} messages")
+        return [value[0]], [f"{side}[0]"]
+    raise RecordError(side, f"expected a string or an assistant message, got {_type(value)}")
+
+
+def _prompt_turns(record: Mapping, fmt: str, answer: str) -> tuple[list, list[str], str, str, str, dict]:
+    """``(raw prompt turns, their field names, key, role_key, text_key, extra fields)`` of a preference /
+    KTO record whose prompt is a conversation (LLaMA-Factory ShareGPT / OpenAI) or TRL's ``prompt``."""
+    extra = {k: record[k] for k in ("tools", "system") if k in record}
+    if fmt in _KEYS:
+        key, role_key, text_key = _KEYS[fmt]
+        turns = record[key]
+        if not isinstance(turns, list):
+            raise RecordError(key, f"expected an array, got {_type(turns)}")
+        names = [f"{key}[{i}]" for i in range(len(turns))]
+    else:
+        key, role_key, text_key = _KEYS["messages"]
+        prompt = record.get("prompt")
+        if prompt is None:
+            raise RecordError("prompt", "missing")
+        if isinstance(prompt, str):
+            turns, names = [{"role": "user", "content": _text(record, "prompt", "prompt")}], ["prompt"]
+        elif isinstance(prompt, list):
+            turns, names = prompt, [f"prompt[{i}]" for i in range(len(prompt))]
+        else:
+            raise RecordError("prompt", f"expected a string or an array of messages, got {_type(prompt)}")
+    if not turns:
+        raise RecordError(re.sub(r"\[\d+\]$", "", names[0]) if names else key, "empty prompt")
+    last = turns[-1]
+    if isinstance(last, Mapping):
+        who = str(last.get(role_key, "")).lower()
+        if ROLE_ALIASES.get(who, who) not in ("user", "observation", "tool"):
+            raise RecordError(f"{names[-1]}.{role_key}", f"the prompt must end with a user turn ({answer} to it), "
+                                                         f"got {last.get(role_key)!r}")
+    return list(turns), names, key, role_key, text_key, extra
+
+
+def _preference(record: Mapping, fmt: str) -> dict:
+    """``{"prompt": [messages], "chosen": [assistant message], "rejected": [assistant message], "tools"?}``."""
+    if fmt == "alpaca":  # LLaMA-Factory Alpaca ranking: instruction / input / system / history + two strings
+        prompt = _alpaca_prompt(record)
+        out = {"prompt": prompt}
+        for side in ("chosen", "rejected"):
+            out[side] = [{"role": "assistant", "content": _text(record, side, side)}]
+        tools = _tools(record)
+        return {**out, "tools": tools} if tools else out
+    if fmt == "prompt" and "prompt" not in record:
+        return _implicit_preference(record)
+    if fmt not in _KEYS and fmt != "prompt":
+        raise RecordError("record", f"a preference record in the {fmt!r} form is not supported; use TRL's "
+                                    "prompt/chosen/rejected or LLaMA-Factory's conversations/chosen/rejected")
+    turns, names, key, role_key, text_key, extra = _prompt_turns(record, fmt, "the chosen and rejected answers reply")
+    convs = {}
+    for side in ("chosen", "rejected"):
+        reply, reply_names = _side_turns(record, side, role_key, text_key)
+        convs[side] = _joined(turns + reply, names + reply_names, key, extra)
+    out = {"prompt": convs["chosen"]["messages"][:-1], "chosen": convs["chosen"]["messages"][-1:],
+           "rejected": convs["rejected"]["messages"][-1:]}
+    if "tools" in convs["chosen"]:
+        out["tools"] = convs["chosen"]["tools"]
+    return out
+
+
+def _implicit_preference(record: Mapping) -> dict:
+    """TRL's implicit prompt: ``chosen`` and ``rejected`` are whole conversations sharing their prompt."""
+    chosen, rejected = record.get("chosen"), record.get("rejected")
+    for side, value in (("chosen", chosen), ("rejected", rejected)):
+        if value is None:
+            raise RecordError(side, "missing")
+        if not isinstance(value, list):
+            raise RecordError("prompt", "missing: without a prompt, chosen and rejected must be whole conversations "
+                                        f"(arrays of messages) sharing the prompt; {side} is {_type(value)}")
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    if n == 0 or len(chosen) != n + 1 or len(rejected) != n + 1:
+        raise RecordError("prompt", "missing: chosen and rejected must be the same conversation up to their last "
+                                    f"(assistant) message; they share {n} messages, then have {len(chosen) - n} and "
+                                    f"{len(rejected) - n}")
+    return _preference({"prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:],
+                        **{k: record[k] for k in ("tools", "system") if k in record}}, "prompt")
+
+
+def _kto(record: Mapping, fmt: str) -> dict:
+    """``{"prompt": [messages], "completion": [assistant message], "label": bool, "tools"?}``."""
+    label_key = "kto_tag" if "kto_tag" in record else "label"
+    label = record.get(label_key)
+    if label is None:
+        raise RecordError(label_key, "missing (true: a desirable completion, false: an undesirable one)")
+    if not isinstance(label, bool):
+        raise RecordError(label_key, f"expected true or false (is the completion a desirable answer?), got {_type(label)}")
+    if fmt == "alpaca":
+        conv = {"messages": _alpaca_prompt(record) + [{"role": "assistant", "content": _text(record, "output", "output")}]}
+        tools = _tools(record)
+        if tools:
+            conv["tools"] = tools
+    elif fmt == "firefly":
+        conv = _firefly(record)
+    elif fmt in _KEYS:  # LLaMA-Factory: a conversation ending with the labelled reply
+        key = _KEYS[fmt][0]
+        conv = _joined(record[key], [f"{key}[{i}]" for i in range(len(record[key]))] if isinstance(
+            record[key], list) else [key], key, {k: record[k] for k in ("tools", "system") if k in record})
+    elif fmt == "prompt":
+        turns, names, key, role_key, text_key, extra = _prompt_turns(record, fmt, "the completion replies")
+        reply, reply_names = _side_turns(record, "completion", role_key, text_key)
+        conv = _joined(turns + reply, names + reply_names, key, extra)
+    else:
+        raise RecordError("record", f"a KTO record in the {fmt!r} form is not supported; use TRL's "
+                                    "prompt/completion/label")
+    out = {"prompt": conv["messages"][:-1], "completion": conv["messages"][-1:], "label": label}
+    if "tools" in conv:
+        out["tools"] = conv["tools"]
+    return out
+
+
+def _prompt_completion(record: Mapping) -> dict:
+    """TRL's prompt-completion SFT form (strings, or lists of messages) as a conversation."""
+    turns, names, key, role_key, text_key, extra = _prompt_turns(record, "prompt", "the completion replies")
+    reply, reply_names = _side_turns(record, "completion", role_key, text_key)
+    return _joined(turns + reply, names + reply_names, key, extra)
+
+
+def check_record(record: Any, kind: str | None = "sft") -> tuple[str, list[dict]]:
     """Validate one record: ``(format, normalized records)``; raises :class:`RecordError` (no location).
 
-    Normalized records are ``{"instruction", "input", "output"}`` (Alpaca; a seed task gives one per
-    instance) or ``{"messages": [...]}`` (ShareGPT / OpenAI).
+    ``kind`` (one of :data:`KINDS`, or None to take it from the record's keys, :func:`detect_kind`) is
+    what the caller will train; a record of another kind is refused with the reason (a KTO record's
+    ``label: false`` answer is never trained as an SFT target). Normalized records:
+
+    - ``sft``: ``{"instruction", "input", "output"}`` (plain Alpaca; a seed task gives one per instance) or
+      ``{"messages": [...], "tools"?: [...]}`` (everything else: ShareGPT, OpenAI, Firefly, TRL
+      prompt/completion, Alpaca with LLaMA-Factory's ``system`` / ``history`` / ``tools`` columns);
+    - ``preference``: ``{"prompt": [messages], "chosen": [message], "rejected": [message], "tools"?}``;
+    - ``kto``: ``{"prompt": [messages], "completion": [message], "label": bool, "tools"?}``;
+    - ``pretrain``: ``{"text": str}``.
 
     >>> check_record({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]})[0]
     'messages'
+    >>> check_record({"instruction": "Hi", "output": "Hello", "history": [["Q", "A"]]})[1]
+    [{'messages': [{'role': 'user', 'content': 'Q'}, {'role': 'assistant', 'content': 'A'}, {'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}]
+    >>> check_record({"prompt": "Hi", "completion": "Bad answer", "label": False})
+    Traceback (most recent call last):
+    ...
+    utils.formats.RecordError: label: a KTO record (label false: an undesirable answer) given to the sft path: trained as an SFT example, an undesirable answer would be learned like a good one; prepare it with --kind kto (utils.preference)
     """
+    got = detect_kind(record)
+    if kind is None:
+        kind = got
+    elif kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
+    if got != kind:
+        raise _wrong_kind(record, got, kind)
+    _refuse_media(record)
     fmt = detect_format(record)
+    if kind == "preference":
+        return fmt, [_preference(record, fmt)]
+    if kind == "kto":
+        return fmt, [_kto(record, fmt)]
+    if kind == "pretrain":
+        return fmt, [{"text": _text(record, "text", "text")}]
     if fmt == "alpaca":
         return fmt, [_alpaca(record)]
     if fmt == "seed":
@@ -205,9 +736,14 @@ def check_record(record: Any) -> tuple[str, list[dict]]:
                 raise RecordError(f"instances[{i}]", f"expected an object, got {_type(inst)}")
             out.append(_alpaca({"instruction": instruction, **inst}, f"instances[{i}]."))
         return fmt, out
-    if fmt == "sharegpt":
-        return fmt, [{"messages": _turns(record, "conversations", "from", "value")}]
-    return fmt, [{"messages": _turns(record, "messages", "role", "content")}]
+    if fmt == "firefly":
+        return fmt, [_firefly(record)]
+    if fmt == "prompt":
+        return fmt, [_prompt_completion(record)]
+    key, role_key, text_key = _KEYS[fmt]
+    if _has_tools(record, key, role_key):
+        return fmt, [_tool_conversation(record, key, role_key, text_key)]
+    return fmt, [{"messages": _with_system_column(record, _turns(record, key, role_key, text_key), key)}]
 
 
 def from_seed_task(record: Mapping) -> list[dict]:
@@ -222,13 +758,13 @@ def from_seed_task(record: Mapping) -> list[dict]:
     return out
 
 
-def normalize(record: Any) -> dict:
+def normalize(record: Any, kind: str | None = "sft") -> dict:
     """One validated record in normalized form (Alpaca stays Alpaca, conversations become messages).
 
     >>> normalize({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}]})
     {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Yo'}]}
     """
-    fmt, out = check_record(record)
+    fmt, out = check_record(record, kind)
     if len(out) != 1:
         raise RecordError("instances", f"a seed task holds {len(out)} examples; use from_seed_task()")
     return out[0]
@@ -272,12 +808,39 @@ def conversation_of(example: Mapping[str, Any]) -> tuple[str, list[tuple[str, st
     return system, turns
 
 
-_GROUPS = {"alpaca": "alpaca", "seed": "alpaca", "sharegpt": "messages", "messages": "messages"}
+_GROUPS = {"alpaca": "alpaca", "seed": "alpaca", "sharegpt": "messages", "messages": "messages",
+           "firefly": "messages", "prompt": "prompt", "text": "text"}
+SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
+"""File types :func:`iter_records` reads (anything else is read as JSONL / JSON array)."""
 
 
 def _raw(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, parsed or RecordError)`` for each record of a JSONL file or JSON array, streamed."""
+    """``(where, parsed or RecordError)`` for each record of a file, streamed.
+
+    JSONL or a JSON array (from the first non-blank character), Parquet (``.parquet``, read in batches
+    with pyarrow; null columns dropped from each row) or plain text (``.txt``: the whole file is one
+    ``{"text": ...}`` record -- one document per file).
+    """
     name = os.fspath(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises ArrowInvalid / OSError with a message
+            yield name, RecordError("record", f"not a readable Parquet file ({e})")
+            return
+        index = 0
+        for batch in parquet.iter_batches(batch_size=1000):
+            for row in batch.to_pylist():
+                yield f"{name}:[{index}]", {k: v for k, v in row.items() if v is not None}
+                index += 1
+        return
+    if suffix == ".txt":
+        text = path.read_text(encoding="utf-8")
+        yield f"{name}:1", {"text": text[1:] if text.startswith("\ufeff") else text}
+        return
     with open(path, encoding="utf-8") as f:
         head = ""
         while True:
@@ -304,10 +867,28 @@ def _raw(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{name}:{lineno}", RecordError("record", f"not valid JSON ({e.msg} at column {e.colno})")
 
 
-def iter_records(path: str | os.PathLike, *, on_error: str = "raise",
-                 problems: list[RecordError] | None = None, with_location: bool = False) -> Iterator[Any]:
-    """Stream the normalized records of a JSONL / JSON-array file (see the module docstring).
+def file_kind(path: str | os.PathLike) -> str | None:
+    """The kind (:func:`detect_kind`) of a file's first record that is a JSON object; None if it has none.
 
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
+    >>> _ = p.write_text('{"prompt": "Hi", "chosen": "Hello", "rejected": "Go away"}\\n')
+    >>> file_kind(p)
+    'preference'
+    """
+    for _, rec in _raw(Path(path)):
+        if isinstance(rec, Mapping):
+            return detect_kind(rec)
+    return None
+
+
+def iter_records(path: str | os.PathLike, *, kind: str | None = "sft", on_error: str = "raise",
+                 problems: list[RecordError] | None = None, with_location: bool = False) -> Iterator[Any]:
+    """Stream the normalized records of a JSONL / JSON-array / Parquet / ``.txt`` file (see the module docstring).
+
+    ``kind`` is what the records must be (:data:`KINDS`; default ``"sft"``); records of another kind are
+    refused with the reason. ``kind=None`` takes it from the first record's keys (:func:`detect_kind`) and
+    refuses later records of another kind (a file holds one kind).
     ``on_error="raise"`` raises the first :class:`RecordError` (located ``FILE:LINE`` /
     ``FILE:[INDEX]``); ``"skip"`` skips bad records and appends each problem to ``problems``.
     ``with_location=True`` yields ``(where, record)`` pairs (``where`` as in errors; a seed task's
@@ -322,12 +903,22 @@ def iter_records(path: str | os.PathLike, *, on_error: str = "raise",
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
     group = None
+    file_kind_ = kind
     for where, rec in _raw(Path(path)):
         try:
             if isinstance(rec, RecordError):
                 raise rec
-            fmt, out = check_record(rec)
+            if kind is None:
+                got = detect_kind(rec)
+                if file_kind_ is None:
+                    file_kind_ = got
+                elif got != file_kind_:
+                    raise RecordError("record", f"a {got} record in a file of {file_kind_} records (the kind of its "
+                                                "first record, read from the keys); use one kind per file")
+            fmt, out = check_record(rec, file_kind_)
             if group is None:
                 group = _GROUPS[fmt]
             elif _GROUPS[fmt] != group:
@@ -347,15 +938,15 @@ def iter_records(path: str | os.PathLike, *, on_error: str = "raise",
             yield from out
 
 
-def read_records(path: str | os.PathLike, *, on_error: str = "raise",
+def read_records(path: str | os.PathLike, *, kind: str | None = "sft", on_error: str = "raise",
                  problems: list[RecordError] | None = None) -> list[dict]:
     """All normalized records of a file, as a list (see :func:`iter_records`)."""
-    return list(iter_records(path, on_error=on_error, problems=problems))
+    return list(iter_records(path, kind=kind, on_error=on_error, problems=problems))
 
 
-def validate_file(path: str | os.PathLike) -> list[RecordError]:
+def validate_file(path: str | os.PathLike, kind: str | None = "sft") -> list[RecordError]:
     """Every problem in a file (empty list when it is valid), one :class:`RecordError` each."""
     problems: list[RecordError] = []
-    for _ in iter_records(path, on_error="skip", problems=problems):
+    for _ in iter_records(path, kind=kind, on_error="skip", problems=problems):
         pass
     return problems

@@ -11,6 +11,10 @@ returns them) into training batches:
   one row of at most ``max_length`` tokens. ``position_ids`` restart at 0 for each example and the
   first label of each example is ``-100``, exactly as ``transformers.DataCollatorWithFlattening``
   does, so that attention and loss stay inside each example. No example is ever split across rows.
+- **Wrapping** (``pack(..., strategy="wrapped")`` / :func:`iter_wrapped`, for pretraining text, see
+  :mod:`utils.pretrain`): documents are concatenated and cut into blocks of exactly ``max_length``
+  tokens, every token supervised; a document may be split across blocks, and its start restarts
+  ``position_ids`` only when asked (``restart_positions=True``).
 
 Packed rows give the same loss as the same examples unpacked (contract rule 8), *if* the model is
 run without a KV cache: transformers only isolates the examples of a packed row when it gets
@@ -31,7 +35,7 @@ Example:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +44,7 @@ from utils.encode import IGNORE_INDEX
 __all__ = [
     "IGNORE_INDEX",
     "PackedCollator",
+    "iter_wrapped",
     "PadCollator",
     "causal_lm_loss",
     "pack",
@@ -181,11 +186,69 @@ def _bins(lengths: list[int], max_length: int, strategy: str) -> list[list[int]]
         return _bins_best_fit_decreasing(lengths, max_length)
     if strategy == "in_order":
         return _bins_in_order(lengths, max_length)
-    raise ValueError(f"strategy must be 'best_fit' or 'in_order', got {strategy!r}")
+    raise ValueError(f"strategy must be 'best_fit', 'in_order' or 'wrapped', got {strategy!r}")
+
+
+def iter_wrapped(rows: Iterable[Mapping[str, Any]], max_length: int, *, restart_positions: bool = False,
+                 remainder: Literal["keep", "drop"] = "keep", counts: dict | None = None) -> Iterator[dict]:
+    """The ``"wrapped"`` packing of :func:`pack`, streamed: rows (documents) concatenated and cut into
+    blocks of exactly ``max_length`` tokens; only the last block may be shorter (``remainder="keep"``)
+    or is dropped (``"drop"``). A document may be split across blocks.
+
+    ``labels`` are the rows' labels concatenated (``input_ids`` when a row has none: every token
+    supervised, as pretraining wants). ``position_ids`` count from 0 in each block; with
+    ``restart_positions=True`` they also restart at 0 where a document starts, so that (run without a KV
+    cache, see the module docs) no document attends to the one before it in the same block. If ``counts``
+    is a dict, it receives ``documents``, ``tokens`` (all tokens in), ``blocks`` and ``dropped_tokens``
+    (the short last block under ``remainder="drop"``).
+
+    Example:
+        >>> docs = [{"input_ids": [1, 2, 3]}, {"input_ids": [4, 5, 6, 7]}]
+        >>> [(b["input_ids"], b["position_ids"]) for b in iter_wrapped(docs, 3, restart_positions=True)]
+        [([1, 2, 3], [0, 1, 2]), ([4, 5, 6], [0, 1, 2]), ([7], [0])]
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be positive, got {max_length}")
+    if remainder not in ("keep", "drop"):
+        raise ValueError(f"remainder must be 'keep' or 'drop', got {remainder!r}")
+    stats = counts if counts is not None else {}
+    stats.update(documents=0, tokens=0, blocks=0, dropped_tokens=0)
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for index, row in enumerate(rows):
+        row_ids = _as_list(row["input_ids"])
+        row_labels = _as_list(row["labels"]) if "labels" in row else row_ids
+        if not row_ids:
+            raise ValueError(f"row {index}: input_ids is empty")
+        if len(row_labels) != len(row_ids):
+            raise ValueError(f"row {index}: labels has {len(row_labels)} values but input_ids has {len(row_ids)}")
+        stats["documents"] += 1
+        stats["tokens"] += len(row_ids)
+        start = 0
+        while start < len(row_ids):
+            take = min(max_length - len(ids), len(row_ids) - start)
+            # a piece of a document either starts it or starts a block: with restarts it counts from 0
+            first = 0 if restart_positions else len(ids)
+            ids += row_ids[start:start + take]
+            labels += row_labels[start:start + take]
+            positions += range(first, first + take)
+            start += take
+            if len(ids) == max_length:
+                stats["blocks"] += 1
+                yield {"input_ids": ids, "labels": labels, "position_ids": positions}
+                ids, labels, positions = [], [], []
+    if ids:
+        if remainder == "keep":
+            stats["blocks"] += 1
+            yield {"input_ids": ids, "labels": labels, "position_ids": positions}
+        else:
+            stats["dropped_tokens"] = len(ids)
 
 
 def pack(rows: Sequence[Mapping[str, Any]], max_length: int,
-         strategy: Literal["best_fit", "in_order"] = "best_fit") -> list[dict[str, list[int]]]:
+         strategy: Literal["best_fit", "in_order", "wrapped"] = "best_fit", *,
+         restart_positions: bool | None = None, remainder: Literal["keep", "drop"] = "keep") -> list[dict[str, list[int]]]:
     """Pack whole examples into rows of at most ``max_length`` tokens.
 
     Each packed row holds ``input_ids``, ``labels`` and ``position_ids``: the examples' ids and
@@ -199,11 +262,25 @@ def pack(rows: Sequence[Mapping[str, Any]], max_length: int,
     and starts a new row whenever the next one does not fit. Within a row, examples keep their
     original order. An example longer than ``max_length`` is an error: drop or truncate first.
 
+    ``strategy="wrapped"`` is pretraining's packing (:func:`iter_wrapped`, used by :mod:`utils.pretrain`):
+    the rows are concatenated in order and cut every ``max_length`` tokens, splitting rows across
+    blocks; labels are kept as they are (every token supervised when rows have none), positions
+    restart at document starts only with ``restart_positions=True``, and the short last block is kept
+    (``remainder="keep"``) or dropped (``"drop"``). ``restart_positions`` and ``remainder`` apply to
+    ``"wrapped"`` only (whole examples always restart their positions).
+
     Example:
         >>> rows = [{"input_ids": [1, 2, 3]}, {"input_ids": [4, 5, 6, 7]}, {"input_ids": [8]}]
         >>> [r["position_ids"] for r in pack(rows, max_length=4)]
         [[0, 1, 2, 0], [0, 1, 2, 3]]
+        >>> [r["input_ids"] for r in pack(rows, max_length=3, strategy="wrapped", remainder="drop")]
+        [[1, 2, 3], [4, 5, 6]]
     """
+    if strategy == "wrapped":
+        return list(iter_wrapped(rows, max_length, restart_positions=bool(restart_positions), remainder=remainder))
+    if restart_positions is not None or remainder != "keep":
+        raise ValueError(f"restart_positions and remainder apply to strategy='wrapped' only, not {strategy!r} (whole "
+                         "examples always restart their positions and are never cut)")
     bins = _bins(_example_lengths(rows, max_length), max_length, strategy)
     packed = []
     for members in bins:
@@ -270,6 +347,9 @@ def pack_dataset(dataset: Any, max_length: int, strategy: Literal["best_fit", "i
     import datasets
     from datasets.fingerprint import Hasher
 
+    if strategy == "wrapped":
+        raise ValueError("pack_dataset packs whole examples ('best_fit' or 'in_order'); wrapped blocks of "
+                         "pretraining text are made by utils.pretrain.prepare_pretrain")
     int_list = datasets.List(datasets.Value("int32"))
     features = datasets.Features({name: int_list for name in
                                   ("input_ids", "attention_mask", "labels", "position_ids")})
