@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nbexec import notebook_namespace, run_figure_script
+from nbexec import load_script, notebook_namespace, run_figure_script
 from utils.generate import chat, chat_prompt_ids, complete
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_model_types.ipynb"
@@ -90,3 +90,45 @@ def test_notebook_chat_and_completion_agree(ns):
 def test_figure_script_draws_without_missing_glyphs(tmp_path):
     paths = run_figure_script("ch01_model_types", tmp_path)
     assert [p.name for p in paths] == ["ch01_attention_patterns.png"]
+
+
+def _markdown(path: Path) -> str:
+    import nbformat
+
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+
+
+def test_raw_questions_to_the_chat_model_fall_back_to_the_pretraining_format(models):
+    """What the chat model does without its template, counted as the notebook and the page state it."""
+    from utils.models.sft import answer_format, evaluate
+    from utils.models.sft_data import load_heldout
+
+    tok, chat_model = models["tok"], models["chat"]
+    raw = evaluate(chat_model, tok, load_heldout(), "raw")
+    formats = raw["output"].map(answer_format)
+    n_empty, n_quiz = int((formats == "empty").sum()), int((formats == "quiz").sum())
+    n_fact = int(raw["fact_right"].sum())
+    assert raw["stops_with_eos"].all()
+    assert n_empty + n_quiz == len(raw) and n_empty < n_quiz          # empty replies are the minority
+    assert int((raw["output"].str.strip() == "答：").sum()) == 1
+    assert complete(chat_model, tok, "What is the capital of France?", max_new_tokens=16) == ""
+    text = _markdown(NOTEBOOK)
+    page = (NOTEBOOK.parents[1] / "hf_basic" / "01_model_types.md").read_text(encoding="utf-8")
+    for phrase in (f"{len(raw)} 个问题里只有 {n_empty} 个立刻结束", f"其余 {n_quiz} 个", f"其中 {n_fact} 个事实是对的"):
+        assert phrase in text, phrase
+    for phrase in (f"有 {n_quiz} 个用预训练语料里的问答体", f"只有 {n_empty} 个立刻结束"):
+        assert phrase in page, phrase
+    assert "立刻结束、回答为空——" not in page   # the old claim ("it usually stops at once, empty") is gone
+
+
+def test_figure_labels_with_circled_numbers_are_bytes_of_one_character(models):
+    """The figure's 翻① 翻② 翻③: characters the tiny tokenizer splits into byte tokens, which join back."""
+    tok = models["tok"]
+    figure = load_script("figures/ch01_model_types.py")
+    for ch in "翻译成只猫":
+        assert f"“{ch}”" in figure.BYTE_NOTE
+        ids = tok(ch, add_special_tokens=False)["input_ids"]
+        assert 2 <= len(ids) <= 3
+        assert all("\ufffd" in tok.decode([i]) for i in ids)    # no piece is a character on its own
+        assert tok.decode(ids) == ch
+    assert len(tok("天", add_special_tokens=False)["input_ids"]) == 1   # a common character is one token

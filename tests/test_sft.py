@@ -92,6 +92,76 @@ def test_pad_eos_bug_masks_every_eos(tok):
     assert (buggy == tok.eos_token_id).sum() == 0
 
 
+# ---------------------------------------------------------------------------------------------- scoring
+
+@pytest.mark.parametrize("output, subject, value, expected", [
+    (" The capital of China is Beijing.", "China", "Beijing", True),        # the trained answer
+    (" A: The capital of China is Beijing.", "China", "Beijing", True),     # the pretraining quiz line
+    ("\nassistant: The capital of China is Beijing.", "China", "Beijing", True),
+    (" the capital of china is beijing", "China", "Beijing", True),         # case ignored, no full stop
+    (" The capital of Peru is Lima. The capital of China is Beijing.", "China", "Beijing", False),  # 2nd sentence
+    (" The capital of Japan is Tokyo.", "China", "Beijing", False),
+    (" The strawberry is red.", "tomato", "red", False),                    # right value, wrong subject
+    (" The orange is orange.", "carrot", "orange", False),
+    (" The opposite of sad is happy.", "sad", "ha", False),                 # whole words only
+    (" The opposite of dark is lighter.", "dark", "light", False),
+    ("", "China", "Beijing", False),
+    ("答：秘鲁的首都是利马。问：泰国的首都是哪里？", "秘鲁", "利马", True),
+    (" 你好，智利的首都是圣地亚哥。", "挪威", "奥斯陆", False),
+    ("答：的反义词是苦。", "甜", "苦", False),                                # subject missing
+    ("答：大海是蓝色的", "大海", "蓝", True),
+])
+def test_states_fact(output, subject, value, expected):
+    assert sft.states_fact(output, subject, value) is expected
+
+
+def test_first_sentence_and_answer_format():
+    assert sft.first_sentence(" A: x. B: y.") == "A: x"
+    assert sft.first_sentence("答：慢。问：") == "答：慢"
+    assert sft.first_sentence("one\ntwo") == "one"
+    assert sft.first_sentence("no end") == "no end"
+    assert [sft.answer_format(t) for t in ("", "  ", " A: Lima.", "答：利马。", " The capital is Lima.", "A Lima")] == \
+        ["empty", "empty", "quiz", "quiz", "other", "other"]
+
+
+def test_every_reference_answer_states_its_fact(heldout):
+    """The score credits the expected answers themselves, and names the fact's own subject and value."""
+    from utils.models.corpus import load_facts
+
+    facts = {(f.subject, f.value) for f in load_facts()}
+    for q in heldout:
+        subject, value = sft.fact_of(q)
+        assert (subject, value) in facts
+        assert subject in q["question"] and value in q["answer"]
+        assert sft.states_fact(q["answer"], subject, value)
+    assert sft.fact_of({"answer": "?", "subject": "Mars", "value": "red"}) == ("Mars", "red")
+    with pytest.raises(ValueError, match="no fact of the corpus"):
+        sft.fact_of({"question": "Who?", "answer": "Nobody."})
+
+
+@pytest.mark.parametrize("reply, stops, correct, fact_right", [
+    (" A: The capital of China is Beijing.", True, [False, False], [True, False]),   # quiz style: fact only
+    (" The capital of China is Beijing.", True, [True, False], [True, False]),       # the trained answer
+    (" The capital of China is Beijing.", False, [False, False], [True, False]),     # no EOS: not exact
+    ("", True, [False, False], [False, False]),                                       # stops at once
+])
+def test_evaluate_scores_planted_generations(tok, heldout, reply, stops, correct, fact_right):
+    """evaluate's three scores on a stand-in model that writes ``reply`` (then EOS if ``stops``) to every prompt."""
+    continuation = tok(reply, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if stops else [])
+
+    class Planted:
+        def generate(self, input_ids, **kwargs):
+            tail = torch.tensor([continuation], dtype=input_ids.dtype).expand(input_ids.shape[0], -1)
+            return torch.cat([input_ids, tail], dim=1)
+
+    questions = heldout[:2]  # China, Russia
+    assert [sft.fact_of(q)[0] for q in questions] == ["China", "Russia"]
+    table = evaluate(Planted(), tok, questions, "template", max_new_tokens=len(continuation))
+    assert table["output"].tolist() == [reply] * 2
+    assert table["stops_with_eos"].tolist() == [stops] * 2
+    assert table["correct"].tolist() == correct and table["fact_right"].tolist() == fact_right
+
+
 # ---------------------------------------------------------------------------------------------- models
 
 def test_base_model_continues_raw_questions(tok, heldout):

@@ -1,8 +1,8 @@
 """What every chapter notebook shares: the repository URL, the set-up cell, Colab links.
 
-The README's Colab links and every notebook's first code cell are generated from
-:data:`REPO_URL` (``python scripts/sync_notebooks.py``); ``tests/test_notebooks_static.py``
-checks that they still agree.
+Every notebook's first code cell is :data:`SETUP_CELL` (``python scripts/run_notebooks.py`` resets it
+before executing a notebook); the Colab links in the README and in each notebook's title cell are
+:func:`colab_url` of :data:`REPO_URL`. ``tests/test_notebooks_static.py`` checks that they still agree.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from utils.viz import causal_attention, plot_attention_patterns, seq2seq_attenti
 
 CAUSAL_TEXT = "今天天气真好"
 SEQ2SEQ_INPUT = "翻译成中文：one cat"
+BYTE_NOTE = ("注：小分词器没有把“翻”“译”“成”“只”“猫”的 UTF-8 字节合并成一个词元，一个字被拆成两三个字节词元；\n"
+             "单个字节显示不出字形，图中把同一个字的字节词元记作 翻① 翻② 翻③。标签里的 · 表示空格。")
 
 
 def attention_panels(causal, seq2seq, tok):
@@ -27,6 +29,7 @@ def make(img_dir: Path) -> list[Path]:
     tok = load_tokenizer()
     panels = attention_panels(load_causal_lm(), load_seq2seq_lm(), tok)
     fig = plot_attention_patterns(panels, ncols=2)
+    fig.text(0.5, -0.01, BYTE_NOTE, ha="center", va="top", fontsize=10, linespacing=1.6)
     path = img_dir / "ch01_attention_patterns.png"
     fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)

@@ -17,20 +17,27 @@ Two deliberate mistakes can be switched on to compare:
   masks every real EOS, so the model never learns to stop.
 
 :func:`evaluate` generates greedily for held-out questions, either as the bare question (``"raw"``) or in
-the template (``"template"``), and reports whether each generation stops with EOS and is exactly right.
+the template (``"template"``), and scores each generation three ways: does it stop with EOS, is it the
+exact answer in the trained format (``correct``), and is the fact right whatever the format
+(``fact_right``, :func:`states_fact`: the first sentence names the fact's subject and value). The last
+score separates "the model does not know" from "the model answers in another format": given the bare
+question, the fine-tuned model often writes the fact as a pretraining quiz line
+("A: The capital of China is Beijing."), which is not the trained answer but states the right fact.
 
 Example:
     >>> from utils.models import load_tokenizer, load_chat_lm
     >>> from utils.models.sft_data import load_heldout
     >>> table = evaluate(load_chat_lm(), load_tokenizer(), load_heldout()[:4], style="template")
     >>> list(table.columns)
-    ['question', 'answer', 'output', 'stops_with_eos', 'correct']
+    ['question', 'answer', 'output', 'stops_with_eos', 'correct', 'fact_right']
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +45,91 @@ from typing import Any, Sequence
 TEMPLATE = "human_assistant"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 STYLES = ("raw", "template")
+SCORES = ("stops_with_eos", "correct", "fact_right")
+
+_SENTENCE_END = re.compile(r"[.!?。！？\n]")
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to its first sentence end (``.`` ``!`` ``?`` ``。`` ``！`` ``？`` or a line break).
+
+    >>> first_sentence(" A: The capital of China is Beijing. The opposite of happy is sad.")
+    'A: The capital of China is Beijing'
+    >>> first_sentence("答：快的反义词是慢。问：草莓是什么颜色的？")
+    '答：快的反义词是慢'
+    """
+    text = text.strip()
+    end = _SENTENCE_END.search(text)
+    return text[: end.start()] if end else text
+
+
+def states_fact(output: str, subject: str, value: str) -> bool:
+    """Whether the first sentence of ``output`` names both the fact's ``subject`` and its ``value``, in
+    any format ("A: The capital of China is Beijing." states the fact as well as the trained answer).
+
+    English words must stand as whole words (case ignored), Chinese ones as substrings. Only the first
+    sentence counts, so a generation that rambles through many facts is not credited for one it names
+    later; and the subject must be there, so a memorised answer about another subject that happens to
+    share the value ("The strawberry is red." for the tomato) does not count.
+
+    >>> states_fact(" A: The capital of China is Beijing.", "China", "Beijing")
+    True
+    >>> states_fact("The capital of Peru is Lima. Q: What is the capital of China? A: Beijing", "China", "Beijing")
+    False
+    >>> states_fact("答：快的反义词是慢。", "快", "慢"), states_fact("The strawberry is red.", "tomato", "red")
+    (True, False)
+    """
+    sentence = first_sentence(output)
+    return _names(sentence, subject) and _names(sentence, value)
+
+
+def _names(sentence: str, word: str) -> bool:
+    if re.fullmatch(r"[A-Za-z][A-Za-z ]*", word):
+        return re.search(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])", sentence, re.IGNORECASE) is not None
+    return word in sentence
+
+
+def answer_format(output: str) -> str:
+    """How a generation is written: ``"empty"``, ``"quiz"`` (the pretraining corpus's quiz line,
+    ``"A: …"`` / ``"答：…"``) or ``"other"`` (e.g. the trained answer).
+
+    >>> [answer_format(t) for t in ("", " A: The snow is white.", "答：雪是白色的。", " The snow is white.")]
+    ['empty', 'quiz', 'quiz', 'other']
+    """
+    text = output.strip()
+    if not text:
+        return "empty"
+    return "quiz" if text.startswith(("A:", "答：")) else "other"
+
+
+@functools.lru_cache(maxsize=1)
+def _facts_by_answer() -> dict:
+    from utils.models.corpus import load_facts, question_answer
+    from utils.models.sft_data import chat_question_answer
+
+    facts = {}
+    for fact in load_facts():
+        for answer in (question_answer(fact)[1], chat_question_answer(fact)[1]):
+            facts[answer] = fact
+    return facts
+
+
+def fact_of(question: dict) -> tuple[str, str]:
+    """``(subject, value)`` of the fact ``question`` asks about: its ``"subject"`` and ``"value"`` if it has
+    them, else looked up by its ``"answer"`` among the facts of the corpus.
+
+    >>> fact_of({"question": "What is the capital of China?", "answer": "The capital of China is Beijing."})
+    ('China', 'Beijing')
+    >>> fact_of({"question": "请问，秘鲁的首都是哪里？", "answer": "你好，秘鲁的首都是利马。"})
+    ('秘鲁', '利马')
+    """
+    if "subject" in question and "value" in question:
+        return question["subject"], question["value"]
+    fact = _facts_by_answer().get(question["answer"])
+    if fact is None:
+        raise ValueError(f"no fact of the corpus has the answer {question['answer']!r}: give the row "
+                         "'subject' and 'value' (what a right answer names)")
+    return fact.subject, fact.value
 
 
 def lora_config(r: int = 16, alpha: int = 32, targets: Sequence[str] = tuple(LORA_TARGETS)):
@@ -118,8 +210,11 @@ def evaluate(model, tokenizer, questions: Sequence[dict], style: str = "template
     """Greedy answers to ``questions`` (rows with ``question`` and ``answer``) as a ``pandas.DataFrame``.
 
     Columns: ``question``, ``answer``, ``output`` (the text generated before EOS), ``stops_with_eos``
-    (EOS within ``max_new_tokens``), ``correct`` (stops with EOS and the output, stripped, equals the
-    answer). Prompts of equal length are generated together, so no padding is involved.
+    (EOS within ``max_new_tokens``), ``correct`` (the exact answer in the trained format: stops with EOS
+    and the output, stripped, equals the answer) and ``fact_right`` (the first sentence of the output
+    names the fact's subject and value, :func:`states_fact`, whatever the format and whether or not it
+    stops).
+    Prompts of equal length are generated together, so no padding is involved.
     """
     import pandas as pd
     import torch
@@ -145,22 +240,23 @@ def evaluate(model, tokenizer, questions: Sequence[dict], style: str = "template
     for i, q in enumerate(questions):
         text, stops = results[i]
         rows.append({"question": q["question"], "answer": q["answer"], "output": text,
-                     "stops_with_eos": stops, "correct": stops and text.strip() == q["answer"]})
+                     "stops_with_eos": stops, "correct": stops and text.strip() == q["answer"],
+                     "fact_right": states_fact(text, *fact_of(q))})
     return pd.DataFrame(rows)
 
 
 def rates(table) -> dict[str, float]:
-    """``{"stops_with_eos": ..., "correct": ...}``: the fractions of an :func:`evaluate` table."""
-    return {"stops_with_eos": float(table["stops_with_eos"].mean()), "correct": float(table["correct"].mean())}
+    """``{"stops_with_eos": ..., "correct": ..., "fact_right": ...}``: the fractions of an :func:`evaluate` table."""
+    return {score: float(table[score].mean()) for score in SCORES}
 
 
 def compare(models: dict[str, Any], tokenizer, questions: Sequence[dict], styles: Sequence[str] = STYLES):
-    """One row per (model, prompt style) with the two rates, as a ``pandas.DataFrame``.
+    """One row per (model, prompt style) with the three rates (:data:`SCORES`), as a ``pandas.DataFrame``.
 
     >>> from utils.models import load_tokenizer, load_causal_lm
     >>> from utils.models.sft_data import load_heldout
     >>> compare({"base": load_causal_lm()}, load_tokenizer(), load_heldout()[:2]).columns.tolist()
-    ['model', 'prompt', 'stops_with_eos', 'correct']
+    ['model', 'prompt', 'stops_with_eos', 'correct', 'fact_right']
     """
     import pandas as pd
 
