@@ -16,7 +16,7 @@ from typing import Any
 
 _WHERE = {
     "fonts": ["cjk_font_path", "missing_glyphs", "use_cjk_font"],
-    "data_plots": ["plot_eos_correct", "plot_length_histogram", "plot_loss_curve", "plot_packing_efficiency",
+    "data_plots": ["plot_length_histogram", "plot_loss_curve", "plot_packing_efficiency",
                    "plot_row_mask", "plot_token_mask"],
     "tokens": ["visible_token_text"],
     "masks": ["TokenView", "mask_ansi", "mask_html", "mask_table", "show_mask", "token_views"],

@@ -4,7 +4,6 @@
 - :func:`plot_row_mask`          the same for an encoded row (``input_ids`` + ``labels``)
 - :func:`plot_length_histogram`  example lengths in tokens, with the chosen ``max_length``
 - :func:`plot_packing_efficiency` share of real (non-padding) tokens, padding vs packing
-- :func:`plot_eos_correct`       grouped bars: "stops with EOS" and "correct" per condition
 - :func:`plot_loss_curve`        training loss per step (optionally smoothed)
 
 Every function returns a :class:`matplotlib.figure.Figure` (draws on ``ax`` when one is given), so the
@@ -143,30 +142,6 @@ def plot_packing_efficiency(efficiency: Mapping[str, float], *, rows: Mapping[st
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("非填充词元占比")
     ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_eos_correct(rates: Mapping[str, tuple[float, float]], *,
-                     title: str = "留出问题上的表现", ax: Axes | None = None) -> Figure:
-    """Grouped bars: for each condition (``"微调 + 模板"`` …) the EOS rate and the correct rate.
-
-    >>> fig = plot_eos_correct({"基础模型 + 裸问题": (0.1, 0.0), "微调 + 模板": (1.0, 0.8)})
-    """
-    fig, ax = _figure(ax, (max(6.0, 1.6 * len(rates) + 1), 3.8))
-    names = list(rates)
-    xs = range(len(names))
-    w = 0.38
-    for offset, idx, label, color in ((-w / 2, 0, "以 EOS 结束", "#4c72b0"), (w / 2, 1, "答对", "#55a868")):
-        vals = [rates[n][idx] for n in names]
-        bars = ax.bar([x + offset for x in xs], vals, width=w, label=label, color=color)
-        for bar, v in zip(bars, vals):
-            ax.text(bar.get_x() + bar.get_width() / 2, v + 0.015, f"{v:.0%}", ha="center", fontsize=9)
-    ax.set_xticks(list(xs), names)
-    ax.set_ylim(0, 1.15)
-    ax.set_ylabel("比例")
-    ax.set_title(title)
-    ax.legend(loc="upper left", frameon=False, ncol=2)
     fig.tight_layout()
     return fig
 
