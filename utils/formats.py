@@ -57,12 +57,12 @@ from typing import Any, Iterator, Mapping
 
 __all__ = [
     "RecordError", "DataFormatError", "ROLE_ALIASES", "detect_format", "check_record", "normalize",
-    "to_messages", "conversation_of", "from_seed_task", "iter_records", "read_records", "validate_file",
+    "to_messages", "chat_of", "conversation_of", "from_seed_task", "iter_records", "read_records", "validate_file",
 ]
 
 ROLE_ALIASES: dict[str, str] = {
     "system": "system",
-    "human": "user", "user": "user",
+    "human": "user", "user": "user", "tool": "tool",
     "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant",
     "bard": "assistant",
 }
@@ -140,15 +140,89 @@ def _alpaca(record: Mapping, prefix: str = "") -> dict:
     return {"instruction": instruction, "input": inp, "output": output}
 
 
+_PART_HINTS = {
+    "reasoning": "put reasoning text in the assistant message's 'reasoning_content'",
+    "thinking": "put reasoning text in the assistant message's 'reasoning_content'",
+    "tool_call": "put tool calls in the assistant message's 'tool_calls'",
+    "tool_use": "put tool calls in the assistant message's 'tool_calls'",
+    "function_call": "put tool calls in the assistant message's 'tool_calls'",
+    "tool_result": "put a tool's result in a message with role 'tool'",
+}
+_MESSAGE_KEYS = ("role", "content", "tool_calls", "reasoning_content", "name", "tool_call_id")
+
+
+def _content(turn: Mapping, text_key: str, f: str, role: str, may_be_empty: bool) -> str:
+    """A message's text: a string, or a list of ``{"type": "text", "text": ...}`` parts joined."""
+    value = turn.get(text_key)
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            pf = f"{f}.{text_key}[{j}]"
+            if not isinstance(part, Mapping):
+                raise RecordError(pf, f"expected a content part object, got {_type(part)}")
+            kind = part.get("type")
+            if kind != "text":
+                others = sorted({str(p.get("type")) for p in value if isinstance(p, Mapping) and p.get("type") != "text"})
+                hint = _PART_HINTS.get(str(kind), "multimodal content is not supported: only text can be encoded")
+                raise RecordError(pf + ".type", f"content part type {kind!r} is not supported (only 'text' parts are; "
+                                                f"this message has {', '.join(map(repr, others))}): {hint}")
+            if not isinstance(part.get("text"), str):
+                raise RecordError(pf + ".text", "missing" if "text" not in part
+                                  else f"expected a string, got {_type(part.get('text'))}")
+            texts.append(part["text"])
+        value = "".join(texts)
+        if not may_be_empty and not value.strip():
+            raise RecordError(f"{f}.{text_key}", "empty")
+        return value
+    if value is None and may_be_empty:
+        return ""
+    return _text(turn, text_key, f"{f}.{text_key}", empty_ok=may_be_empty)
+
+
+def _tool_calls(calls: Any, f: str) -> list[dict]:
+    """OpenAI ``tool_calls`` as ``[{"type": "function", "function": {"name", "arguments": dict}}]``
+    (``arguments`` given as a JSON string are parsed: chat templates write them with ``tojson``)."""
+    if not isinstance(calls, list) or not calls:
+        raise RecordError(f, "expected a non-empty array of tool calls" if isinstance(calls, list)
+                          else f"expected an array, got {_type(calls)}")
+    out = []
+    for j, call in enumerate(calls):
+        cf = f"{f}[{j}]"
+        if not isinstance(call, Mapping):
+            raise RecordError(cf, f"expected an object, got {_type(call)}")
+        fn = call.get("function", call)
+        if not isinstance(fn, Mapping):
+            raise RecordError(cf + ".function", f"expected an object, got {_type(fn)}")
+        prefix = cf + (".function" if "function" in call else "")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise RecordError(prefix + ".name", "missing" if name is None else
+                              ("empty" if isinstance(name, str) else f"expected a string, got {_type(name)}"))
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as e:
+                raise RecordError(prefix + ".arguments", f"not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(args, Mapping):
+            raise RecordError(prefix + ".arguments", f"expected an object (or a JSON string of one), got {_type(args)}")
+        norm = {"type": "function", "function": {"name": name, "arguments": dict(args)}}
+        if isinstance(call.get("id"), str):
+            norm["id"] = call["id"]
+        out.append(norm)
+    return out
+
+
 def _turns(record: Mapping, key: str, role_key: str, text_key: str) -> list[dict]:
+    """The messages of a conversation record, validated and normalized (see the module docstring)."""
     turns = record[key]
     if not isinstance(turns, list):
         raise RecordError(key, f"expected an array, got {_type(turns)}")
     if not turns:
         raise RecordError(key, "empty conversation")
-    names = "human, gpt or system" if key == "conversations" else "system, user or assistant"
+    names = "human, gpt or system" if key == "conversations" else "system, user or assistant"  # (+ tool after tool calls)
     messages: list[dict] = []
-    has_system = False
+    prev = None  # role of the previous non-system message
     for i, turn in enumerate(turns):
         f = f"{key}[{i}]"
         if not isinstance(turn, Mapping):
@@ -161,24 +235,77 @@ def _turns(record: Mapping, key: str, role_key: str, text_key: str) -> list[dict
         role = ROLE_ALIASES.get(name.lower())
         if role is None:
             raise RecordError(f"{f}.{role_key}", f"unknown role {name!r} (expected {names})")
-        if turn.get(text_key) is not None and not isinstance(turn.get(text_key), str):
-            hint = " (multimodal content parts are not supported)" if isinstance(turn.get(text_key), list) else ""
-            raise RecordError(f"{f}.{text_key}", f"expected a string, got {_type(turn.get(text_key))}{hint}")
-        content = _text(turn, text_key, f"{f}.{text_key}", empty_ok=(role == "system"))
-        expected = "user" if (len(messages) - has_system) % 2 == 0 else "assistant"
+        if turn.get(text_key) is not None and not isinstance(turn.get(text_key), (str, list)):
+            raise RecordError(f"{f}.{text_key}", f"expected a string, got {_type(turn.get(text_key))}")
+        calls = None
+        if turn.get("tool_calls") is not None:
+            if role != "assistant":
+                raise RecordError(f"{f}.tool_calls", f"only assistant messages carry tool calls (this one is {role!r})")
+            calls = _tool_calls(turn["tool_calls"], f"{f}.tool_calls")
+        content = _content(turn, text_key, f, role, may_be_empty=role in ("system", "tool") or calls is not None)
+        msg: dict = {"role": role, "content": content}
+        if calls is not None:
+            msg["tool_calls"] = calls
+        reasoning = turn.get("reasoning_content")
+        if reasoning is not None:
+            if role != "assistant":
+                raise RecordError(f"{f}.reasoning_content", f"only assistant messages carry reasoning (this one is {role!r})")
+            if not isinstance(reasoning, str):
+                raise RecordError(f"{f}.reasoning_content", f"expected a string, got {_type(reasoning)}")
+            msg["reasoning_content"] = reasoning
+        for extra in ("name", "tool_call_id"):
+            if role == "tool" and isinstance(turn.get(extra), str):
+                msg[extra] = turn[extra]
         if role == "system":
             if i != 0:
                 raise RecordError(f"{f}.{role_key}", "a system message is only allowed as the first message")
-        elif role != expected:
-            raise RecordError(f"{f}.{role_key}", f"roles must alternate user/assistant starting with user: "
-                                                 f"expected {expected}, got {name!r}")
-        has_system = has_system or role == "system"
-        messages.append({"role": role, "content": content})
-    if messages[-1]["role"] != "assistant":
-        raise RecordError(f"{key}[{len(turns) - 1}]", "conversation ends with a user turn (the last message "
-                                                      "must be an assistant reply)" if messages[-1]["role"] == "user"
-                          else "conversation has no assistant reply")
+        else:
+            allowed = {None: ("user",), "user": ("assistant",), "assistant": ("user",), "tool": ("tool", "assistant"),
+                       "assistant+tools": ("tool",)}[prev]
+            if role not in allowed:
+                if prev == "assistant+tools":
+                    reason = f"an assistant message with tool_calls must be followed by the tool results (role 'tool'), got {name!r}"
+                elif role == "tool":
+                    reason = "a tool message must follow an assistant message with tool_calls (or another tool message)"
+                else:
+                    reason = (f"roles must alternate user/assistant starting with user: expected "
+                              f"{' or '.join(allowed)}, got {name!r}")
+                raise RecordError(f"{f}.{role_key}", reason)
+            prev = "assistant+tools" if calls is not None else role
+        messages.append(msg)
+    last = messages[-1]["role"]
+    if last != "assistant" or prev == "assistant+tools":
+        reason = {"user": "conversation ends with a user turn (the last message must be an assistant reply)",
+                  "tool": "conversation ends with a tool result (the last message must be an assistant reply)"}.get(
+            last, "conversation has no assistant reply")
+        if prev == "assistant+tools":
+            reason = "conversation ends with a tool call (the last message must be an assistant reply after its results)"
+        raise RecordError(f"{key}[{len(turns) - 1}]", reason)
     return messages
+
+
+def _tools(record: Mapping) -> list[dict] | None:
+    """The record-level ``tools`` (JSON-schema function definitions), validated; None when absent."""
+    tools = record.get("tools")
+    if tools is None:
+        return None
+    if isinstance(tools, str):  # LLaMA-Factory stores them as a JSON string
+        try:
+            tools = json.loads(tools) if tools.strip() else []
+        except json.JSONDecodeError as e:
+            raise RecordError("tools", f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools):
+        raise RecordError("tools", "expected an array of tool (function schema) objects")
+    return [dict(t) for t in tools] or None
+
+
+def _conversation(record: Mapping, key: str, role_key: str, text_key: str) -> dict:
+    """``{"messages": [...], "tools"?: [...]}``: a conversation record in the one normalized form."""
+    out: dict = {"messages": _turns(record, key, role_key, text_key)}
+    tools = _tools(record)
+    if tools:
+        out["tools"] = tools
+    return out
 
 
 def check_record(record: Any) -> tuple[str, list[dict]]:
@@ -206,8 +333,8 @@ def check_record(record: Any) -> tuple[str, list[dict]]:
             out.append(_alpaca({"instruction": instruction, **inst}, f"instances[{i}]."))
         return fmt, out
     if fmt == "sharegpt":
-        return fmt, [{"messages": _turns(record, "conversations", "from", "value")}]
-    return fmt, [{"messages": _turns(record, "messages", "role", "content")}]
+        return fmt, [_conversation(record, "conversations", "from", "value")]
+    return fmt, [_conversation(record, "messages", "role", "content")]
 
 
 def from_seed_task(record: Mapping) -> list[dict]:
@@ -234,32 +361,68 @@ def normalize(record: Any) -> dict:
     return out[0]
 
 
+def _plain(msgs: Any) -> bool:
+    """Already-normalized plain messages (string contents, no tool calls): the fast path."""
+    return isinstance(msgs, list) and all(
+        isinstance(m, Mapping) and set(m) == {"role", "content"} and isinstance(m["content"], str)
+        and (m["role"] in ("system", "user") or m["role"] == "assistant" and m["content"].strip())
+        for m in msgs)
+
+
+def chat_of(example: Mapping[str, Any]) -> tuple[list[dict], list[dict] | None]:
+    """``(messages, tools)`` of any supported record: what a chat template renders.
+
+    Messages keep everything a chat template reads (an empty system message stays, ``tool_calls``,
+    ``reasoning_content``, tool results); ``tools`` is the record's tool list or None.
+
+    >>> chat_of({"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "Hi"},
+    ...                       {"role": "assistant", "content": [{"type": "text", "text": "Yo"}]}]})
+    ([{'role': 'system', 'content': ''}, {'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Yo'}], None)
+    """
+    msgs = example.get("messages")
+    if "tools" not in example and _plain(msgs):
+        return [dict(m) for m in msgs], None  # alternation checked by the caller
+    rec = normalize(example)
+    if "messages" in rec:
+        return rec["messages"], rec.get("tools")
+    user = rec["instruction"] + ("\n" + rec["input"] if rec["input"] else "") if rec["instruction"] else rec["input"]
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}], None
+
+
 def to_messages(example: Mapping[str, Any]) -> list[dict]:
-    """The one conversation form ``[{"role", "content"}, ...]`` of any supported record.
+    """The one conversation form ``[{"role", "content", ...}, ...]`` of any supported record.
 
     >>> to_messages({"instruction": "Hi", "output": "Hello"})
     [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
     """
-    msgs = example.get("messages")
-    if isinstance(msgs, list) and all(
-            isinstance(m, Mapping) and set(m) == {"role", "content"} and isinstance(m["content"], str)
-            and (m["role"] in ("system", "user") or m["role"] == "assistant" and m["content"].strip())
-            for m in msgs):
-        return [dict(m) for m in msgs]  # fast path: already normalized (alternation checked by the caller)
-    rec = normalize(example)
-    if "messages" in rec:
-        return rec["messages"]
-    user = rec["instruction"] + ("\n" + rec["input"] if rec["input"] else "") if rec["instruction"] else rec["input"]
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]
+    return chat_of(example)[0]
 
 
 def conversation_of(example: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]]]:
-    """``(system, [(user, reply), ...])`` of any supported record (system ``""`` when absent).
+    """``(system, [(user, reply), ...])`` of any supported record (system ``""`` when absent or empty).
+
+    This is the form the text templates (``alpaca``, ``vicuna``, ``human_assistant``) render; they have
+    no place for tool calls, tool results or separate reasoning, so such records raise
+    :class:`RecordError` here (the chat template renders them: :func:`chat_of`).
 
     >>> conversation_of({"instruction": "Hi", "output": "Hello"})
     ('', [('Hi', 'Hello')])
     """
-    messages = to_messages(example)
+    messages, tools = chat_of(example)
+    if tools:
+        raise RecordError("tools", "text templates (alpaca, vicuna, human_assistant) cannot render tool definitions; "
+                                   "use template 'chat_template' with a tokenizer whose chat template supports tools")
+    for i, m in enumerate(messages):
+        if m["role"] == "tool" or "tool_calls" in m:
+            what = "tool results (role 'tool')" if m["role"] == "tool" else "tool calls"
+            raise RecordError(f"messages[{i}]", f"text templates (alpaca, vicuna, human_assistant) cannot render "
+                                                f"{what}; use template 'chat_template' with a tokenizer whose chat "
+                                                "template supports tools")
+        if "reasoning_content" in m:
+            raise RecordError(f"messages[{i}].reasoning_content",
+                              "text templates (alpaca, vicuna, human_assistant) have no place for separate reasoning; "
+                              "use template 'chat_template' with a reasoning chat template, or put the reasoning "
+                              "into the reply's content")
     system = ""
     if messages and messages[0]["role"] == "system":
         system, messages = messages[0]["content"], messages[1:]
