@@ -26,21 +26,31 @@ How a row is built (the contract of DESIGN.md, rules 1-7):
    reply's ids gives its text back (rule 6). Where tokenizing the whole text would instead merge the
    prompt's last characters with the reply's first ones into one token (Alpaca's ``### Response:``
    followed directly by ``"`` merges on GPT-2), the row still uses the separate tokens -- the ones
-   inference produces -- and the merge is counted (``boundary_merges``). One case cannot satisfy rule 3
-   for every reply: a merge at the start of a reply that is *not* the last one (Qwen2's chat template,
-   ``assistant\n`` followed by a reply that starts with a newline). Inference for that reply sees the
-   separate tokens, inference for later turns re-tokenizes the history with the merged token; the row
-   keeps the first (what the model must learn to produce), so the later prompts differ from
-   re-tokenized history in that one token while their text is identical. Such rows are counted in
-   ``boundary_merges`` like any other.
+   inference produces -- and the merge is counted (``boundary_merges``). When that happens at a reply
+   that is *not* the last one of its row (Qwen2's chat template, ``assistant\n`` followed by a reply that
+   starts with a newline), inference for the later replies re-tokenizes the history with the merged
+   token, so the row is split after that reply: the next row starts with the whole history up to the
+   next reply tokenized as one prompt (masked) -- rule 3 then holds for **every** reply, and each reply is
+   supervised in exactly one row (:func:`encode_rows`).
 4. ``attention_mask`` comes from the length (never from comparing ids with the pad id), so EOS stays
    supervised when ``pad_token == eos_token``. No text of a record may contain special-token text (an
-   ``</s>`` inside a reply would be a second EOS, an ``<|im_start|>`` in a user turn a fake turn).
+   ``</s>`` inside a reply would be a second EOS, an ``<|im_start|>`` in a user turn a fake turn), nor
+   the text of a non-special added token that strips the whitespace around it (``lstrip``/``rstrip``: the
+   text would not decode back). Non-special added tokens that keep whitespace (Qwen's ``<think>``,
+   ``<tool_call>``) are ordinary text. Replies end with the template's end-of-turn marker (the EOS for
+   text templates, e.g. ``<|im_end|>`` or ``<|eot_id|>`` for chat templates, see :mod:`utils.templates`).
+   Where a chat template changes a reply's text (Llama 3 and Mistral trim its whitespace), the row
+   supervises what the template renders -- what inference shows -- and ``trimmed_replies`` counts it.
 5. Over-long rows: ``truncation="drop"`` (default) returns None; ``"truncate"`` keeps the prompt whole
    and cuts the end of the last reply (a cut reply loses its EOS; if only untrained template text after
    the last reply is cut, the reply keeps it). A row whose prompt (everything before the last reply)
    does not leave room for one reply token is dropped under both policies.
 6. ``messages`` and ``conversations`` records become the same conversation before rendering (rule 7).
+7. ``chat_template_kwargs`` (e.g. ``{"enable_thinking": False}``) are passed to every rendering of
+   ``chat_template`` (:func:`encode`, :func:`encode_rows`, :func:`encode_dataset`, :func:`encode_prompt`);
+   use the same at inference. A record can give several rows (see rule 3 and Qwen3 in
+   :mod:`utils.templates`): :func:`encode_rows` and :func:`encode_dataset` return them all, :func:`encode`
+   refuses such a record with that reason.
 
 Records a template cannot encode (a multi-turn conversation for ``alpaca``, special-token text, a chat
 template that cannot express the conversation) raise :class:`EncodeError` (a ``ValueError`` with
@@ -59,6 +69,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import shutil
 import tempfile
 import weakref
@@ -116,6 +127,8 @@ class _Plan:
                                {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len)
         self.stripping = sorted({t.content for t in tokenizer.added_tokens_decoder.values()
                                  if not t.special and (t.lstrip or t.rstrip)} - set(self.specials), key=len)
+        # JSON text of a record shows these tokens verbatim (none holds a character JSON escapes)
+        self.json_safe = all(t.isprintable() and '"' not in t and "\\" not in t for t in self.specials + self.stripping)
         self.method = continuation_method(tokenizer, backend)
         self._prefixes: dict = {}
 
@@ -292,9 +305,28 @@ def _text_fields(example: Mapping[str, Any]):
         yield "output", example.get("output"), "an assistant reply"
 
 
+def _strings(value: Any):
+    """Every string inside a JSON-like value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
 def _special_problem(example: Mapping[str, Any], plan: _Plan) -> tuple[str, str] | None:
     """``(field, reason)`` if a text of ``example`` contains special-token text (or the text of an added
     token that strips the whitespace around it), else None."""
+    # one scan of the whole record's JSON text (tokens JSON would escape: of the strings); fields only on a hit
+    try:
+        joined = json.dumps(example, ensure_ascii=False) if plan.json_safe else "\x00".join(_strings(dict(example)))
+    except (TypeError, ValueError):
+        joined = "\x00".join(_strings(dict(example)))
+    if not any(t in joined for t in plan.specials) and not any(t in joined for t in plan.stripping):
+        return None
     for field, text, what in _text_fields(example):
         if isinstance(text, str) and text:
             bad = [t for t in plan.specials if t in text]

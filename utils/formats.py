@@ -9,8 +9,8 @@ format       record
 ``sharegpt`` ``{"conversations": [{"from": "system"|"human"|"gpt", "value": str}, ...]}``
              (role aliases accepted: ``user``/``assistant``/``chatgpt``/``bing``/``bard``, see
              :data:`ROLE_ALIASES`)
-``messages`` ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}`` (OpenAI;
-             ``human``/``gpt`` accepted as aliases too)
+``messages`` ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...],
+             "tools"?: [...]}`` (OpenAI; ``human``/``gpt`` accepted as aliases too; see below)
 ``seed``     Stanford Alpaca's ``seed_tasks.jsonl``: ``{"instruction": str, "instances": [{"input",
              "output"}, ...]}``; each instance becomes one Alpaca record (a documented conversion)
 ===========  =====================================================================================
@@ -23,12 +23,28 @@ converts any form to the one conversation form, ``[{"role", "content"}, ...]`` (
 joined to the instruction with ``"\\n"``, as LLaMA-Factory does). A file must use one format
 (Alpaca and seed tasks may mix; ShareGPT and messages may mix).
 
+The one conversation form (what ShareGPT and OpenAI records normalize to; chat templates render it)::
+
+    {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str,
+                   "tool_calls"?: [{"type": "function", "function": {"name": str, "arguments": dict}}],
+                   "reasoning_content"?: str, "name"?: str}, ...],
+     "tools"?: [JSON-schema function definitions]}
+
+``content`` may be given as a list of ``{"type": "text", "text": ...}`` parts (joined); other part types
+are refused with their name (images: not supported; reasoning / tool parts: where they belong instead).
+``tool_calls`` ``arguments`` given as a JSON string are parsed. An assistant message with ``tool_calls``
+may have empty content and is followed by one or more ``tool`` messages (results), then an assistant
+reply; ``reasoning_content`` only on assistant messages. An empty system message (``""``) is kept.
+The text templates (``alpaca``, ``vicuna``, ``human_assistant``) refuse tools and separate reasoning
+(:func:`conversation_of`).
+
 Other keys are ignored (``id``, LLaMA-Factory's ``system`` / ``history`` columns of Alpaca files: put a
 system text or earlier turns into the ``messages`` form instead).
 
 Rules for a valid record: every text field a string; ``output`` / every assistant reply non-empty
-(after stripping whitespace); user turns non-empty; an optional system message first, then user and
-assistant alternating, starting with user and ending with assistant; only known roles.
+(after stripping whitespace; a tool-call turn may be empty); user turns non-empty; an optional system
+message first, then user and assistant alternating (tool results between a tool-call turn and the next
+assistant message), starting with user and ending with an assistant reply; only known roles.
 
 Errors name the place and the field, one line per problem: ``FILE:LINE: field: reason`` for JSONL,
 ``FILE:[INDEX]: field: reason`` for a JSON array, e.g.
@@ -364,7 +380,7 @@ def normalize(record: Any) -> dict:
 def _plain(msgs: Any) -> bool:
     """Already-normalized plain messages (string contents, no tool calls): the fast path."""
     return isinstance(msgs, list) and all(
-        isinstance(m, Mapping) and set(m) == {"role", "content"} and isinstance(m["content"], str)
+        type(m) is dict and len(m) == 2 and "role" in m and "content" in m and isinstance(m["content"], str)
         and (m["role"] in ("system", "user") or m["role"] == "assistant" and m["content"].strip())
         for m in msgs)
 

@@ -35,15 +35,39 @@ The four templates (``TEMPLATES``), exactly:
     An optional system text on its own first line, then per turn ``"human: {user}\\n"`` and
     ``"assistant:"`` + ``" {reply}{eos}"``, turns joined by ``"\\n"``.
 ``chat_template``
-    The tokenizer's own Jinja chat template (``tokenizer.apply_chat_template``). Replies are located
-    by rendering each prompt with ``add_generation_prompt=True``: the text from the end of that prompt
-    up to and including the next ``eos_token`` is the trained reply segment. This works for templates
-    without ``{% generation %}`` blocks (Qwen2's and Mistral's) and agrees with
-    ``return_assistant_tokens_mask`` where they exist. Templates whose earlier turns render differently
-    once later turns exist are rejected for those conversations with a clear error, because no single
-    token sequence can match what inference sees at every turn (Mistral v0.3 writes the system text only
-    into a user turn that is the *last* message, so a conversation with a system message never renders
-    it in training text).
+    The tokenizer's own Jinja chat template (``tokenizer.apply_chat_template``), for any real template,
+    with or without ``{% generation %}`` blocks (it agrees with ``return_assistant_tokens_mask`` where
+    they exist). The rule (DESIGN.md, "The end of an assistant turn"):
+
+    * **End of turn.** The reply is supervised up to and including the template's *end-of-turn marker*
+      (:meth:`ChatTemplate.end_of_turn`): what the template writes right after every reply, found by
+      rendering a probe reply mid-conversation and at the end of a conversation and keeping their common
+      start up to its last added token -- ``<|im_end|>`` (ChatML, also for a base Qwen2.5 tokenizer whose
+      EOS is ``<|endoftext|>``), ``<|eot_id|>`` (Llama 3), ``</s>`` (Mistral), Phi-3's ``<|end|>`` (not
+      the ``<|endoftext|>`` its template adds only when the conversation ends). Never ``eos_token`` by
+      assumption; text written only because the conversation ends is never supervised.
+    * **Prompts.** The prompt of reply k is exactly ``apply_chat_template(history before reply k,
+      add_generation_prompt=True, tools=..., **chat_template_kwargs)``; reply k is what the template
+      writes after that prompt when the conversation ends with reply k. Both are rendered for every
+      reply.
+    * **Rows.** Replies whose prompt and text appear as such in the rendering of the whole conversation
+      are trained in one row (the whole text). A reply the template renders differently once later
+      turns exist gets a row of its own (its prompt + the reply): Qwen3 strips the reasoning of earlier
+      turns and writes its empty ``<think>\n\n</think>\n\n`` block only on the last turn, so every
+      Qwen3 reply is trained in its own row, with the think block exactly as the model writes it after
+      that prompt; Mistral v0.3 writes the system text only into a user turn that is the last message.
+      :func:`row_segments` gives every row, :func:`segments` the one row of a one-row record.
+    * **Reasoning.** Records may carry ``reasoning_content`` on assistant messages (or ``<think>``
+      blocks in the content); the template renders them as it does at inference. ``chat_template_kwargs``
+      (e.g. ``enable_thinking=False``) are options of the template (:meth:`ChatTemplate.with_kwargs`,
+      ``chat_template_kwargs=`` of :mod:`utils.encode`) applied to every rendering, so training and
+      inference prompts stay identical. A reply with reasoning whose prompt already closes the reasoning
+      block (thinking disabled) is refused with that reason.
+    * **Tools.** A record's ``tools`` go to the template's ``tools=`` argument; assistant ``tool_calls``
+      turns are replies (supervised), ``tool`` messages are prompt text (masked).
+    * An empty system message is a system message: rendered exactly as ``apply_chat_template`` renders
+      it (for Qwen2.5 an empty system turn, not the default system prompt). The text templates treat an
+      empty system text like none (their default system text).
 
 Special tokens: text templates render no BOS (the tokenizer adds it, ``add_special_tokens=True``);
 ``chat_template`` renders whatever the Jinja template writes (often ``bos_token``) and is tokenized with
