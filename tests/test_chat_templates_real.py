@@ -316,3 +316,36 @@ def test_real_conversations(real_data_dir, name):
             except AssertionError as e:
                 raise AssertionError(f"{file} record {i * 4}: {e}") from e
     assert tokenizer_name(tok) == name
+
+
+def glaive_as_messages(record: dict) -> dict:
+    """LLaMA-Factory's ShareGPT tool-call record in the normalized form (written out here for the test;
+    the toolkit's own conversion of ``function_call`` / ``observation`` lives in utils.formats)."""
+    import json
+
+    msgs = []
+    for turn in record["conversations"]:
+        role, value = turn["from"], turn["value"]
+        if role == "function_call":
+            msgs.append({"role": "assistant", "content": "",
+                         "tool_calls": [{"type": "function", "function": json.loads(value)}]})
+        elif role == "observation":
+            msgs.append({"role": "tool", "content": value})
+        else:
+            msgs.append({"role": {"human": "user", "gpt": "assistant"}[role], "content": value})
+    return {"messages": msgs, "tools": json.loads(record["tools"])}
+
+
+@pytest.mark.parametrize("name", ["qwen2_5", "qwen3", "llama3_1"])
+def test_real_tool_call_data(real_data_dir, name):
+    import json
+
+    tok = chat_tok(name)
+    records = json.loads((real_data_dir / "llamafactory_glaive_toolcall_zh_demo.json").read_text(encoding="utf-8"))
+    for i, raw in list(enumerate(records))[::10]:
+        ex = glaive_as_messages(raw)
+        rows = encode_rows(ex, tok, "chat_template")
+        try:
+            check_rows(rows, ex, tok, "chat_template")
+        except AssertionError as e:
+            raise AssertionError(f"record {i}: {e}") from e
