@@ -13,6 +13,12 @@ repeated) with the GPT-2 and Qwen2 tokenizers of ``../shared/reference_tokenizer
   (e) TRL ``SFTTrainer._prepare_dataset`` on prompt/completion data (what ``SFTTrainer`` runs on a
       dataset before training; called without a model)
 
+Multi-turn rows: 20,000 ShareGPT conversations (FastChat's dummy file, repeated) with the Qwen2
+tokenizer, ``encode_dataset`` with ``vicuna`` and ``chat_template`` against the raw limit (one batched
+tokenizer call on the already-rendered texts) and, for ``chat_template``, TRL's conversational
+preparation (``messages`` through ``apply_chat_template``; it cannot mask without ``{% generation %}``).
+``--multi-turn-only`` runs just these.
+
 It prints one table (records/s and tokens/s, median of 3 runs, with ratios against (a), (d) and
 (e)), how many records each method masks differently from (c) and why, packing efficiency vs
 padding to the longest row of a batch, and the peak memory of ``prepare`` on 200,000 records
@@ -196,6 +202,75 @@ def trl_prepare(records, tokenizer, args):
                                        dataset_name="train")
 
 
+# ---- multi-turn rows ----------------------------------------------------------------------------
+
+MULTI_TURN_FILE = "fastchat_dummy_conversation.json"
+
+
+def load_conversations(n: int) -> list[dict]:
+    """``n`` ShareGPT conversations (FastChat's dummy file, repeated), normalized to ``{"messages"}``."""
+    from utils.formats import iter_records
+
+    base = list(iter_records(SHARED / "real_data" / MULTI_TURN_FILE))
+    return [base[i % len(base)] for i in range(n)]
+
+
+def trl_conversational(records, tokenizer, args):
+    """TRL's preparation of a conversational (``messages``) dataset: ``apply_chat_template`` per example.
+    Without ``{% generation %}`` blocks TRL cannot mask (``assistant_only_loss`` needs them): every token
+    is trained, so its labels are not comparable -- only its speed is."""
+    import datasets
+    from trl import SFTTrainer
+
+    dataset = datasets.Dataset.from_dict({"messages": [r["messages"] for r in records]})
+    trainer = SimpleNamespace(_tokenizer=tokenizer, chat_template=None, completion_only_loss=False)
+    return SFTTrainer._prepare_dataset(trainer, dataset, tokenizer, args, packing=False, formatting_func=None,
+                                       dataset_name="train")
+
+
+def multi_turn(n: int, repeats: int, workdir: Path) -> list[dict]:
+    """Multi-turn rows: ``vicuna`` and ``chat_template`` on ShareGPT conversations with Qwen2, against
+    the raw limit (one batched tokenizer call on the already-rendered texts) and TRL."""
+    from utils.encode import encode_dataset
+    from utils.templates import render
+
+    tok = load_tokenizer("qwen2")
+    records = load_conversations(n)
+    out = []
+    for template in ("vicuna", "chat_template"):
+        texts = [render(r, template, tok) for r in records]
+        special = template != "chat_template"
+        encode_dataset(records[:50], tok, template)  # per-tokenizer caches
+        fns = {"ours": lambda: encode_dataset(records, tok, template),
+               "limit": lambda: [e for s in range(0, n, 1000)
+                                 for e in tok(texts[s:s + 1000], add_special_tokens=special)["input_ids"]]}
+        if template == "chat_template":
+            fns["trl"] = lambda: trl_conversational(records, tok, trl_config(workdir))
+        runs = timed_interleaved(fns, repeats)
+        res = runs["ours"][2]
+        ids = res.dataset["input_ids"]
+        one_row = res.rows == n
+        same = sum(a == b for a, b in zip(ids, runs["limit"][2])) if one_row else None
+        row = {"template": template, "records": n, "rows": res.rows, "ours_s": runs["ours"][0],
+               "limit_s": runs["limit"][0], "x_limit": runs["limit"][0] / runs["ours"][0],
+               "x_limit_cpu": runs["limit"][1] / runs["ours"][1], "ids_equal_limit": same,
+               "boundary_merges": res.boundary_merges}
+        if "trl" in runs:
+            row["trl_s"] = runs["trl"][0]
+            row["x_trl"] = runs["trl"][0] / runs["ours"][0]
+        out.append(row)
+    print(f"\nMulti-turn: {n:,} ShareGPT conversations ({MULTI_TURN_FILE} repeated), Qwen2, median of {repeats}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| template | ours records/s | × limit (wall · CPU) | × TRL conversational | rows | ids = limit's |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in out:
+        trl = f"{row['x_trl']:.2f}" if "x_trl" in row else "–"
+        same = f"{row['ids_equal_limit']:,}" if row["ids_equal_limit"] is not None else "–"
+        print(f"| {row['template']} | {fmt(n / row['ours_s'])} | {row['x_limit']:.2f} · {row['x_limit_cpu']:.2f} | "
+              f"{trl} | {row['rows']:,} | {same} |")
+    return out
+
+
 # ---- measurement --------------------------------------------------------------------------------
 
 def timed_interleaved(fns: dict, repeats: int) -> dict:
@@ -290,6 +365,7 @@ def main(argv=None) -> int:
     parser.add_argument("--big", type=int, default=None,
                         help="records for the memory run (default 200,000; 0 skips it)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--multi-turn-only", action="store_true", help="only the multi-turn (ShareGPT) rows")
     args = parser.parse_args(argv)
     n = args.records or (2_000 if args.quick else 20_000)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -320,6 +396,9 @@ def main(argv=None) -> int:
           f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}, "
           f"RAYON_NUM_THREADS={os.environ['RAYON_NUM_THREADS']}")
 
+    if args.multi_turn_only:
+        multi_turn(n, repeats, workdir)
+        return 0
     table, mask_rows, packing_rows, results = [], [], [], {}
     for name in TOKENIZERS:
         tok = load_tokenizer(name)
@@ -410,6 +489,7 @@ def main(argv=None) -> int:
         print(f"| {name} | {batch} | {dropped} | {padded:.1%} | {best:.1%} | {in_order:.1%} | "
               f"{before:,} → {after:,} |")
 
+    multi = multi_turn(n, repeats, workdir)
     memory = peak_memory_of_prepare(big, SHARED / "reference_tokenizers" / "qwen2", workdir) if big else None
     if memory:
         print(f"\nprepare --pack --max-length 1024 on {memory['records']:,} records ({memory['file_mb']:.0f} MB "
@@ -418,7 +498,8 @@ def main(argv=None) -> int:
               f"({'under' if memory['peak_mb'] < 1536 else 'OVER'} 1.5 GB)")
     if args.json:
         args.json.write_text(json.dumps({"table": table, "masks": mask_rows, "merges": results,
-                                         "packing": packing_rows, "memory": memory}, indent=2))
+                                         "packing": packing_rows, "memory": memory,
+                                         "multi_turn": multi}, indent=2))
     import shutil
 
     shutil.rmtree(workdir, ignore_errors=True)

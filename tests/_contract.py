@@ -1,16 +1,35 @@
 """The data contract (DESIGN.md rules 1-6) as one checker, shared by the encode tests.
 
-Everything expected here is computed independently of :mod:`utils.encode`: prompt ids come from
-calling the tokenizer on :func:`utils.templates.render_prompt` (or ``apply_chat_template``), replies from
-the template's rendered text.
+Everything expected here is computed independently of :mod:`utils.encode` and of the template code's
+reply finding: for ``chat_template`` the prompt ids of reply k come from
+``tokenizer.apply_chat_template(history before it, add_generation_prompt=True, **kwargs)`` and the reply
+text from the rendering of the conversation that ends with it, cut after the end-of-turn marker written
+out per tokenizer in :data:`END_OF_TURN` (not found by the code under test); for the text templates,
+from calling the tokenizer on :func:`utils.templates.render_prompt` and the template's rendered text.
 """
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
-from utils.formats import conversation_of
+from utils.formats import chat_of, conversation_of
 from utils.templates import get_template, render_prompt, segments
+
+END_OF_TURN = {"qwen2": "<|im_end|>", "qwen2_5": "<|im_end|>", "qwen3": "<|im_end|>", "llama3_1": "<|eot_id|>",
+               "mistral": "</s>", "tiny": "</s>", "phi3_like": "<|end|>", "qwen2_5_base": "<|im_end|>"}
+"""The token each chat template writes after every assistant reply, read off the templates by hand."""
+REPLY_TEXT = {"mistral": lambda content: " " + content.strip()}
+"""How a template writes a reply after its generation prompt (read off by hand; used where the prompt is
+not a prefix of the conversation that ends with the reply)."""
+
+
+def tokenizer_name(tokenizer) -> str:
+    name = getattr(tokenizer, "test_name", None)
+    if name:
+        return name
+    base = os.path.basename(str(tokenizer.name_or_path).rstrip("/"))
+    return base if base in END_OF_TURN else "tiny"
 
 
 def history(example: dict, k: int) -> dict:
@@ -27,7 +46,7 @@ def history(example: dict, k: int) -> dict:
 def supervised_runs(labels: list[int]) -> list[tuple[int, int]]:
     """Maximal ``[start, end)`` runs of positions whose label is not -100."""
     runs, start = [], None
-    for i, lab in enumerate(labels + [-100]):
+    for i, lab in enumerate(list(labels) + [-100]):
         if lab != -100 and start is None:
             start = i
         elif lab == -100 and start is not None:
@@ -58,10 +77,79 @@ def boundary_merges(tokenizer, example: dict, template) -> list[bool]:
     return out
 
 
-def check_row(row: dict | None, example: dict, tokenizer, template, *, truncated: bool = False) -> None:
-    """Assert rules 1-6 on one encoded row, token by token."""
-    assert row is not None
+def expected_replies(example: dict, tokenizer, template, chat_template_kwargs=None) -> list[tuple[list[int], str, str]]:
+    """``(prompt ids inference uses, reply text with its end marker, end marker)`` per assistant reply."""
     tmpl = get_template(template)
+    kwargs = dict(chat_template_kwargs or {})
+    if tmpl.name != "chat_template":
+        replies = [s.text for s in segments(example, tmpl, tokenizer) if s.train]
+        out = []
+        for k, reply in enumerate(replies):
+            prompt = render_prompt(history(example, k), tmpl, tokenizer)
+            out.append((tokenizer(prompt, add_special_tokens=tmpl.add_special_tokens)["input_ids"], reply,
+                        tokenizer.eos_token))
+        return out
+    marker = END_OF_TURN[tokenizer_name(tokenizer)]
+    messages, tools = chat_of(example)
+    if tools:
+        kwargs["tools"] = tools
+    out = []
+    for j, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:j], add_generation_prompt=True, tokenize=False, **kwargs)
+        ids = tokenizer.apply_chat_template(messages[:j], add_generation_prompt=True, tokenize=True,
+                                            return_dict=True, **kwargs)["input_ids"]
+        closed = tokenizer.apply_chat_template(messages[:j + 1], tokenize=False, **kwargs)
+        if closed.startswith(prompt):
+            region = closed[len(prompt):]
+            reply = region[:region.index(marker) + len(marker)]
+        else:  # the prompt is rendered differently (Mistral's system text goes into the last user turn only)
+            reply = REPLY_TEXT[tokenizer_name(tokenizer)](m["content"]) + marker
+            assert reply in closed, (reply, closed)
+        out.append((list(ids), reply, marker))
+    return out
+
+
+def check_rows(rows: list[dict], example: dict, tokenizer, template, chat_template_kwargs=None) -> None:
+    """Assert rules 1-6 on all rows of one record: every reply supervised in exactly one row, with the
+    prompt ids inference gives it before it, its text and end marker exactly, nothing else supervised."""
+    want = expected_replies(example, tokenizer, template, chat_template_kwargs)
+    seen = [0] * len(want)
+    for row in rows:
+        ids = _check_row_shape(row, tokenizer)
+        for start, end in supervised_runs(row["labels"]):
+            matches = [k for k, (p, _, _) in enumerate(want) if ids[:start] == p]
+            assert matches, ("the ids before a supervised run are no reply's inference prompt",
+                             tokenizer.decode(ids[:start])[-80:])
+            k = matches[-1]
+            _check_reply(ids[start:end], want[k][1], want[k][2], tokenizer)
+            seen[k] += 1
+    assert seen == [1] * len(want), ("every reply supervised exactly once", seen)
+
+
+def check_row(row: dict | None, example: dict, tokenizer, template, *, truncated: bool = False,
+              chat_template_kwargs=None) -> None:
+    """Assert rules 1-6 on the one row of a one-row record, token by token."""
+    assert row is not None
+    if not truncated:
+        check_rows([row], example, tokenizer, template, chat_template_kwargs)
+        return
+    want = expected_replies(example, tokenizer, template, chat_template_kwargs)
+    ids = _check_row_shape(row, tokenizer)
+    runs = supervised_runs(row["labels"])
+    assert len(runs) <= len(want)
+    for k, (start, end) in enumerate(runs):
+        assert ids[:start] == want[k][0], k
+        if k == len(runs) - 1 and end == len(ids) and ids[end - 1] != tokenizer.convert_tokens_to_ids(want[k][2]):
+            text = decode_continuation(tokenizer, ids[start:end])
+            assert want[k][2] not in text
+            assert _norm(want[k][1]).startswith(_norm(text)), (text, want[k][1])
+        else:
+            _check_reply(ids[start:end], want[k][1], want[k][2], tokenizer)
+
+
+def _check_row_shape(row: dict, tokenizer) -> list[int]:
     ids, labels, mask = row["input_ids"], row["labels"], row["attention_mask"]
     n = len(ids)
     # rule 1: labels are ids or -100, not shifted; attention_mask from the length
@@ -69,45 +157,22 @@ def check_row(row: dict | None, example: dict, tokenizer, template, *, truncated
     assert all(lab == -100 or lab == i for i, lab in zip(ids, labels))
     # rule 5: no row without supervision
     assert any(lab != -100 for lab in labels)
-    segs = segments(example, tmpl, tokenizer)
-    replies = [s.text for s in segs if s.train]
-    runs = supervised_runs(labels)
-    if truncated:
-        assert len(runs) <= len(replies)
-    else:
-        assert len(runs) == len(replies), (runs, replies)
-    merges = boundary_merges(tokenizer, example, tmpl)
-    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
-    for k, (start, end) in enumerate(runs):
-        # rule 3: the ids before every reply are exactly what inference gets for that prompt
-        prompt_text = render_prompt(history(example, k), tmpl, tokenizer)
-        want = tokenizer(prompt_text, add_special_tokens=tmpl.add_special_tokens)["input_ids"]
-        if any(merges[:k]):
-            # documented exception: an earlier reply's first characters merge with its prompt in whole-text
-            # tokenization; that reply keeps the ids inference produced for it, so the history differs
-            # from re-tokenized history only there. The text must still be identical.
-            assert decode_continuation(tokenizer, ids[:start]) == decode_continuation(tokenizer, want)
-        else:
-            assert ids[:start] == want, (k, prompt_text)
-        run = ids[start:end]
-        cut = truncated and k == len(runs) - 1 and end == n
-        expected = replies[k]
-        # rules 2 and 4: the reply ends with exactly one EOS, supervised (unless cut by truncation)
-        if cut and run[-1] != eos:
-            assert eos not in run
-            text = decode_continuation(tokenizer, run)
-            assert _norm(expected).startswith(_norm(text)), (text, expected)
-            continue
-        assert run[-1] == eos and run.count(eos) == 1, run
-        assert expected.endswith(tokenizer.eos_token)
-        # rule 6: decoding the supervised tokens gives the reply text back
-        text = decode_continuation(tokenizer, run[:-1])
-        assert _norm(text) == _norm(expected[:-len(tokenizer.eos_token)]), (text, expected)
-    # rule 2: nothing else is supervised -- implied by run count == reply count and exact run contents
     # rule 4: at most one BOS (GPT-2's BOS is also its EOS: count only non-reply positions)
+    bos = tokenizer.bos_token_id
     if bos is not None:
-        sup = {i for s, e in runs for i in range(s, e)}
+        sup = {i for s, e in supervised_runs(labels) for i in range(s, e)}
         assert sum(1 for i, t in enumerate(ids) if t == bos and i not in sup) <= 1
+    return list(ids)
+
+
+def _check_reply(run: list[int], expected: str, marker: str, tokenizer) -> None:
+    # rules 2 and 4: the reply ends with exactly one end-of-turn marker, supervised
+    marker_id = tokenizer.convert_tokens_to_ids(marker)
+    assert run[-1] == marker_id and run.count(marker_id) == 1, (run, marker)
+    assert expected.endswith(marker)
+    # rule 6: decoding the supervised tokens gives the reply text back (nothing else is supervised)
+    text = decode_continuation(tokenizer, run)
+    assert _norm(text) == _norm(expected), (text, expected)
 
 
 def _norm(text: str) -> str:

@@ -24,8 +24,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLM_HANDBOOK_SHARED", ROOT.parent / "shared"))
-REFERENCE_TOKENIZERS = ("gpt2", "llama", "mistral", "qwen2")
-WITH_CHAT_TEMPLATE = ("tiny", "mistral", "qwen2")
+REFERENCE_TOKENIZERS = ("gpt2", "llama", "mistral", "qwen2", "qwen2_5", "qwen3", "llama3_1")
+WITH_CHAT_TEMPLATE = ("tiny", "mistral", "qwen2", "qwen2_5", "qwen3", "llama3_1")
 """The tokenizers that carry a Jinja chat template (the others: GPT-2, LLaMA; checked by the fixtures)."""
 
 
@@ -75,7 +75,7 @@ def reference_tokenizer(request):
 
 @pytest.fixture(scope="session", params=("tiny",) + REFERENCE_TOKENIZERS)
 def any_tokenizer(request):
-    """Each of the four tokenizers the contract must hold for: tiny, GPT-2, LLaMA, Qwen2 (+ Mistral)."""
+    """Each tokenizer the contract must hold for: tiny and every reference tokenizer."""
     return load_any_tokenizer(request.param)
 
 

@@ -198,20 +198,24 @@ def test_openai_tool_calls_are_normalized():
         {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "3"}, bot("3.")],
         "tools": [{"type": "function", "function": TOOLS[0]}]}
-    assert normalize(rec) == TOOL_CONVERSATION
+    # the call's id and the result's tool_call_id are kept (templates such as Mistral's write them)
+    want = json.loads(json.dumps(TOOL_CONVERSATION))
+    want["messages"][1]["tool_calls"][0]["id"] = "call_1"
+    want["messages"][2]["tool_call_id"] = "call_1"
+    assert normalize(rec) == want
 
 
 @pytest.mark.parametrize("turns, tools, reason", [
     ([("human", "1+2?"), ("function_call", "add(1, 2)")], None,
      'conversations[1].value: a function_call value must be JSON {"name": ..., "arguments": {...}}; not valid JSON '
      "(Expecting value at column 1)"),
-    ([("human", "1+2?"), ("function_call", '{"arguments": {}}')], None, "conversations[1].value.name: missing"),
+    ([("human", "1+2?"), ("function_call", '{"arguments": {}}')], None, "conversations[1].value[0].name: missing"),
     ([("human", "1+2?"), ("function_call", '{"name": "add", "arguments": [1, 2]}')], None,
-     "conversations[1].value.arguments: expected an object (arguments by name), got array"),
+     "conversations[1].value[0].arguments: expected an object (or a JSON string of one), got array"),
     ([("human", "1+2?"), ("function_call", '{"name": "add", "arguments": {}}'), ("observation", "3")], None,
-     "conversations[2]: conversation ends with 'observation' (the last message must be an assistant reply or tool call)"),
+     "conversations[2]: conversation ends with a tool result (the last message must be an assistant reply)"),
     ([("human", "1+2?"), ("observation", "3"), ("gpt", "3")], None,
-     "conversations[1].from: a user turn must be followed by an assistant reply or tool call, got 'observation'"),
+     "conversations[1].from: a tool message must follow an assistant message (its tool call) or another tool message"),
     ([("human", "1+2?"), ("gpt", "3")], "[{", "tools: not valid JSON (Expecting property name enclosed in double "
                                               "quotes at column 3)"),
     ([("human", "1+2?"), ("gpt", "3")], '[{"description": "x"}]', "tools[0].name: missing"),
@@ -329,3 +333,17 @@ def test_real_preference_file(real_data_dir):
     assert sum(r["prompt"][0]["role"] == "system" for r in records) == 64
     with pytest.raises(RecordError, match=r"\[0\]: chosen: a preference record .* --kind preference"):
         read_records(path)
+
+
+def test_encode_refuses_records_of_another_kind_given_directly():
+    """Straight to encode() (not through the readers): a KTO 'label: false' answer or a preference pair
+    is refused with the reason, never trained as an SFT target."""
+    from utils.encode import EncodeError, encode
+    from utils.models import load_tokenizer
+
+    tok = load_tokenizer()
+    with pytest.raises(EncodeError, match=r"label.*undesirable answer"):
+        encode({"instruction": "2+2?", "output": "5", "label": False}, tok, "alpaca")
+    with pytest.raises(EncodeError, match="preference record"):
+        encode({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}],
+                "chosen": "Yo", "rejected": "Go away"}, tok, "human_assistant")

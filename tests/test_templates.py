@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from utils.templates import (TEMPLATES, AlpacaTemplate, Segment, TurnTemplate, get_template, render,
-                             render_prompt, segments)
+                             render_prompt, row_segments, segments)
 
 # Written out from tatsu-lab/stanford_alpaca train.py (PROMPT_DICT), not taken from utils.templates.
 STANFORD_PROMPT_INPUT = (
@@ -103,14 +103,19 @@ def check_prefix_and_segments(any_tokenizer, template):
                                                                         {"from": "gpt", "value": "😀"}]}]
     if template != "alpaca":
         examples.append(HELLO)
+    end = TEMPLATES["chat_template"].end_of_turn(any_tokenizer) if template == "chat_template" else any_tokenizer.eos_token
     for ex in examples:
         full = render(ex, template, any_tokenizer)
         prompt = render_prompt(ex, template, any_tokenizer)
-        segs = segments(ex, template, any_tokenizer)
         assert full.startswith(prompt) and len(prompt) < len(full)
+        rows = row_segments(ex, template, any_tokenizer)
+        if len(rows) > 1:  # a template that rewrites history (Qwen3): the last row holds the full text
+            with pytest.raises(ValueError, match="training rows"):
+                segments(ex, template, any_tokenizer)
+        segs = rows[-1]
         assert "".join(s.text for s in segs) == full
         assert segs[-1].train or segs[-2].train  # a chat template may add untrained text after the last reply
-        assert all(s.text.rstrip().endswith(any_tokenizer.eos_token) for s in segs if s.train)
+        assert all(s.text.endswith(end) for row in rows for s in row if s.train)
 
 
 def test_messages_and_conversations_render_identically():

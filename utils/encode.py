@@ -26,21 +26,31 @@ How a row is built (the contract of DESIGN.md, rules 1-7):
    reply's ids gives its text back (rule 6). Where tokenizing the whole text would instead merge the
    prompt's last characters with the reply's first ones into one token (Alpaca's ``### Response:``
    followed directly by ``"`` merges on GPT-2), the row still uses the separate tokens -- the ones
-   inference produces -- and the merge is counted (``boundary_merges``). One case cannot satisfy rule 3
-   for every reply: a merge at the start of a reply that is *not* the last one (Qwen2's chat template,
-   ``assistant\n`` followed by a reply that starts with a newline). Inference for that reply sees the
-   separate tokens, inference for later turns re-tokenizes the history with the merged token; the row
-   keeps the first (what the model must learn to produce), so the later prompts differ from
-   re-tokenized history in that one token while their text is identical. Such rows are counted in
-   ``boundary_merges`` like any other.
+   inference produces -- and the merge is counted (``boundary_merges``). When that happens at a reply
+   that is *not* the last one of its row (Qwen2's chat template, ``assistant\n`` followed by a reply that
+   starts with a newline), inference for the later replies re-tokenizes the history with the merged
+   token, so the row is split after that reply: the next row starts with the whole history up to the
+   next reply tokenized as one prompt (masked) -- rule 3 then holds for **every** reply, and each reply is
+   supervised in exactly one row (:func:`encode_rows`).
 4. ``attention_mask`` comes from the length (never from comparing ids with the pad id), so EOS stays
    supervised when ``pad_token == eos_token``. No text of a record may contain special-token text (an
-   ``</s>`` inside a reply would be a second EOS, an ``<|im_start|>`` in a user turn a fake turn).
+   ``</s>`` inside a reply would be a second EOS, an ``<|im_start|>`` in a user turn a fake turn), nor
+   the text of a non-special added token that strips the whitespace around it (``lstrip``/``rstrip``: the
+   text would not decode back). Non-special added tokens that keep whitespace (Qwen's ``<think>``,
+   ``<tool_call>``) are ordinary text. Replies end with the template's end-of-turn marker (the EOS for
+   text templates, e.g. ``<|im_end|>`` or ``<|eot_id|>`` for chat templates, see :mod:`utils.templates`).
+   Where a chat template changes a reply's text (Llama 3 and Mistral trim its whitespace), the row
+   supervises what the template renders -- what inference shows -- and ``trimmed_replies`` counts it.
 5. Over-long rows: ``truncation="drop"`` (default) returns None; ``"truncate"`` keeps the prompt whole
    and cuts the end of the last reply (a cut reply loses its EOS; if only untrained template text after
    the last reply is cut, the reply keeps it). A row whose prompt (everything before the last reply)
    does not leave room for one reply token is dropped under both policies.
 6. ``messages`` and ``conversations`` records become the same conversation before rendering (rule 7).
+7. ``chat_template_kwargs`` (e.g. ``{"enable_thinking": False}``) are passed to every rendering of
+   ``chat_template`` (:func:`encode`, :func:`encode_rows`, :func:`encode_dataset`, :func:`encode_prompt`);
+   use the same at inference. A record can give several rows (see rule 3 and Qwen3 in
+   :mod:`utils.templates`): :func:`encode_rows` and :func:`encode_dataset` return them all, :func:`encode`
+   refuses such a record with that reason.
 
 Records a template cannot encode (a multi-turn conversation for ``alpaca``, special-token text, a chat
 template that cannot express the conversation) raise :class:`EncodeError` (a ``ValueError`` with
@@ -59,6 +69,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import shutil
 import tempfile
 import weakref
@@ -68,7 +79,7 @@ from typing import Any, Mapping, Sequence
 
 from utils.templates import Segment, Template, TemplateLike, get_template
 
-__all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_prompt", "encode_batch",
+__all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
            "encode_dataset", "records_to_dataset", "continuation_method", "tokenizer_fingerprint"]
 
 IGNORE_INDEX = -100
@@ -114,14 +125,19 @@ class _Plan:
                              f"({probe} vs {plain}); set add_eos_token=False: replies get their EOS from the template")
         self.specials = sorted({t for t in tokenizer.all_special_tokens if t} |
                                {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len)
+        self.stripping = sorted({t.content for t in tokenizer.added_tokens_decoder.values()
+                                 if not t.special and (t.lstrip or t.rstrip)} - set(self.specials), key=len)
+        # JSON text of a record shows these tokens verbatim (none holds a character JSON escapes)
+        self.json_safe = all(t.isprintable() and '"' not in t and "\\" not in t for t in self.specials + self.stripping)
         self.method = continuation_method(tokenizer, backend)
         self._prefixes: dict = {}
 
     def prefixes(self, tmpl: Template, tokenizer: Any) -> list[tuple[str, list[int]]]:
         """``(text, ids)`` of the template's constant prompt openings, longest first (see :func:`_prefixes`)."""
-        found = self._prefixes.get(tmpl)
+        key = repr(tmpl)
+        found = self._prefixes.get(key)
         if found is None:
-            found = self._prefixes[tmpl] = _prefixes(tmpl, tokenizer, self)
+            found = self._prefixes[key] = _prefixes(tmpl, tokenizer, self)
         return found
 
     def encode_first(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
@@ -248,41 +264,103 @@ class EncodeError(ValueError):
 _REPLY_ROLES = ("assistant", "gpt", "chatgpt", "bing", "bard")
 
 
-def _special_problem(example: Mapping[str, Any], plan: _Plan) -> tuple[str, str] | None:
-    """``(field, reason)`` if a text of ``example`` contains special-token text, else None."""
+def _text_fields(example: Mapping[str, Any]):
+    """``(field, text, what)`` for every text of a raw record (content parts, reasoning, tool calls)."""
+    import json
+
     if "messages" in example or "conversations" in example:
         key, role_key, text_key = (("messages", "role", "content") if "messages" in example
                                    else ("conversations", "from", "value"))
-        msgs = example.get(key) or []
-        fields = [(f"{key}[{i}].{text_key}", m.get(text_key),
-                   "an assistant reply" if str(m.get(role_key, "")).lower() in _REPLY_ROLES
-                   else f"a {str(m.get(role_key, '')).lower() or 'user'} message")
-                  for i, m in enumerate(msgs) if isinstance(m, Mapping)]
+        for i, m in enumerate(example.get(key) or []):
+            if not isinstance(m, Mapping):
+                continue
+            role = str(m.get(role_key, "")).lower()
+            what = "an assistant reply" if role in _REPLY_ROLES else f"a {role or 'user'} message"
+            value = m.get(text_key)
+            if isinstance(value, list):
+                for j, part in enumerate(value):
+                    if isinstance(part, Mapping):
+                        yield f"{key}[{i}].{text_key}[{j}].text", part.get("text"), what
+            else:
+                yield f"{key}[{i}].{text_key}", value, what
+            yield f"{key}[{i}].reasoning_content", m.get("reasoning_content"), "the reasoning of an assistant reply"
+            calls = m.get("tool_calls")
+            if isinstance(calls, list):
+                for j, call in enumerate(calls):
+                    if isinstance(call, Mapping):
+                        try:
+                            text = json.dumps(call, ensure_ascii=False)
+                        except (TypeError, ValueError):
+                            continue
+                        yield f"{key}[{i}].tool_calls[{j}]", text, "a tool call"
+        tools = example.get("tools")
+        if tools:
+            try:
+                yield "tools", tools if isinstance(tools, str) else json.dumps(tools, ensure_ascii=False), "the tools"
+            except (TypeError, ValueError):
+                pass
     else:
-        fields = [("instruction", example.get("instruction"), "the instruction"),
-                  ("input", example.get("input"), "the input"), ("output", example.get("output"), "an assistant reply")]
-    for field, text, what in fields:
+        yield "instruction", example.get("instruction"), "the instruction"
+        yield "input", example.get("input"), "the input"
+        yield "output", example.get("output"), "an assistant reply"
+
+
+def _strings(value: Any):
+    """Every string inside a JSON-like value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+
+
+def _special_problem(example: Mapping[str, Any], plan: _Plan) -> tuple[str, str] | None:
+    """``(field, reason)`` if a text of ``example`` contains special-token text (or the text of an added
+    token that strips the whitespace around it), else None."""
+    # one scan of the whole record's JSON text (tokens JSON would escape: of the strings); fields only on a hit
+    try:
+        joined = json.dumps(example, ensure_ascii=False) if plan.json_safe else "\x00".join(_strings(dict(example)))
+    except (TypeError, ValueError):
+        joined = "\x00".join(_strings(dict(example)))
+    if not any(t in joined for t in plan.specials) and not any(t in joined for t in plan.stripping):
+        return None
+    for field, text, what in _text_fields(example):
         if isinstance(text, str) and text:
             bad = [t for t in plan.specials if t in text]
             if bad:
                 return field, (f"{what} contains the special token text {bad[-1]!r}; it would become a control "
                                "token (a second EOS, a fake turn). Remove it from the data.")
+            bad = [t for t in plan.stripping if t in text]
+            if bad:
+                return field, (f"{what} contains {bad[-1]!r}, the text of an added token of this tokenizer that "
+                               "swallows the whitespace around it (AddedToken with lstrip/rstrip): tokenized, the "
+                               "text would not decode back (a space lost). Remove or rewrite it in the data.")
     return None
 
 
-def _segments_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, plan: _Plan,
-                       index: int) -> list[Segment]:
+def _rows_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, plan: _Plan,
+                   index: int) -> list[list[Segment]]:
+    from utils.formats import RecordError, check_record, detect_kind
+
+    if detect_kind(example) != "sft":  # e.g. KTO's label: false -- never trained as a plain SFT target
+        try:
+            check_record(example)
+        except RecordError as e:
+            raise EncodeError(index, e.field, e.reason) from None
     problem = _special_problem(example, plan)
     if problem:
         raise EncodeError(index, *problem)
     try:
-        segs = tmpl.segments(example, tokenizer)
+        rows = tmpl.row_segments(example, tokenizer)
     except ValueError as e:
         field = getattr(e, "field", None) or ("messages" if "instruction" not in example else "record")
         raise EncodeError(index, field, getattr(e, "reason", None) or str(e)) from None
-    if not any(s.train for s in segs):
+    if not rows or not all(any(s.train for s in segs) for segs in rows):
         raise EncodeError(index, "record", "no assistant reply to train on")
-    return segs
+    return rows
 
 
 def _check_options(max_length: int | None, truncation: str, on_error: str) -> None:
@@ -294,40 +372,24 @@ def _check_options(max_length: int | None, truncation: str, on_error: str) -> No
         raise ValueError(f"max_length must be at least 2, got {max_length}")
 
 
-def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template: TemplateLike,
-                 max_length: int | None = None, truncation: str = "drop", *, start_index: int = 0,
-                 details: list | None = None, on_error: str = "raise",
-                 problems: list | None = None) -> list[dict | None]:
-    """:func:`encode` for many examples at once (one batched tokenizer call per kind of piece).
+def _with_kwargs(tmpl: Template, chat_template_kwargs: Mapping[str, Any] | None) -> Template:
+    if not chat_template_kwargs:
+        return tmpl
+    if not hasattr(tmpl, "with_kwargs"):
+        raise ValueError(f"chat_template_kwargs only apply to template 'chat_template', not {tmpl.name!r}")
+    return tmpl.with_kwargs(**chat_template_kwargs)
 
-    Returns one row or None (dropped, or invalid when skipped) per example. If ``details`` is a list,
-    appends one ``(truncated, boundary_merges, invalid)`` triple of ints per example. A record the
-    template cannot encode raises :class:`EncodeError` (``on_error="raise"``) or, with ``"skip"``, gives
-    None and its error is appended to ``problems``. ``start_index`` numbers records in errors.
-    """
-    _check_options(max_length, truncation, on_error)
-    tmpl = get_template(template)
-    plan = _plan(tokenizer)
-    all_segs: list[list[Segment]] = []
-    invalid: set[int] = set()
-    for i, ex in enumerate(examples):
-        try:
-            all_segs.append(_segments_or_error(ex, tmpl, tokenizer, plan, start_index + i))
-        except EncodeError as e:
-            if on_error == "raise":
-                raise
-            if problems is not None:
-                problems.append(e)
-            invalid.add(i)
-            all_segs.append([Segment("", False), Segment(plan.eos, True)])  # placeholder, never returned
 
+def _tokenize_units(units: list[list[Segment]], tmpl: Template, tokenizer: Any, plan: _Plan):
+    """``(ids, labels, replies)`` per unit (a row's segments); ``replies`` lists ``[start, end, merged]``
+    per trained segment (merged: whole-text tokenization would merge the reply's start into its prompt)."""
     # 1. the first piece (the prompt up to the first reply): a text that starts with the template's
     #    constant opening (:func:`_prefixes`) gets its cached ids + the remainder as a continuation
     #    (unless a token would span the cut: then, rarely, the whole piece is tokenized)
     prefixes = plan.prefixes(tmpl, tokenizer)
-    split: list[tuple[int, int, list[int]]] = []  # (record, prefix length, prefix ids)
+    split: list[tuple[int, int, list[int]]] = []  # (unit, prefix length, prefix ids)
     whole: list[int] = []
-    for i, segs in enumerate(all_segs):
+    for i, segs in enumerate(units):
         text = segs[0].text
         for ptext, pids in prefixes:
             if len(text) > len(ptext) and text.startswith(ptext):
@@ -336,15 +398,14 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
         else:
             whole.append(i)
     # 2. every later piece, tokenized on its own as a continuation -- with the remainders, in one call
-    cont_texts = [all_segs[i][0].text[n:] for i, n, _ in split]
-    cont_texts += [s.text for segs in all_segs for s in segs[1:]]
+    cont_texts = [units[i][0].text[n:] for i, n, _ in split]
+    cont_texts += [s.text for segs in units for s in segs[1:]]
     cont = plan.encode_cont(cont_texts) if cont_texts else []
     rest = cont[len(split):]
 
     # 3. one batched look at small windows around every cut: does whole-text tokenization put a token
     #    across it? At a prompt cut that means "tokenize the whole piece instead"; at a prompt/reply
-    #    boundary it is a boundary merge (counted; the row keeps the separate tokens inference sees).
-    #    A prompt ending with a special token (e.g. Mistral's [/INST]) cannot merge: no window needed.
+    #    boundary it is a boundary merge. A prompt ending with a special token cannot merge.
     windows, cuts = [], []
 
     def window(left: str, right: str) -> None:
@@ -353,11 +414,11 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
         cuts.append(len(left))
 
     for i, n, _ in split:
-        window(all_segs[i][0].text[:n], all_segs[i][0].text[n:])
+        window(units[i][0].text[:n], units[i][0].text[n:])
     merged_flags: list[bool] = []
     slots: list[int] = []
     ends_special = tuple(plan.specials)
-    for segs in all_segs:
+    for segs in units:
         for k in range(1, len(segs)):
             if segs[k].train and not segs[k - 1].train:
                 merged_flags.append(False)
@@ -370,64 +431,152 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
     for slot, flag in zip(slots, crossing[len(split):]):
         merged_flags[slot] = flag
 
-    firsts: list = [None] * len(all_segs)
+    firsts: list = [None] * len(units)
     for (i, _, pids), ids, cross in zip(split, cont, crossing):
         if cross:
             whole.append(i)
         else:
             firsts[i] = pids + ids
     if whole:
-        for i, ids in zip(whole, plan.encode_first([all_segs[i][0].text for i in whole], tmpl.add_special_tokens)):
+        for i, ids in zip(whole, plan.encode_first([units[i][0].text for i in whole], tmpl.add_special_tokens)):
             firsts[i] = ids
 
-    rows: list[dict | None] = []
+    out = []
     r = m = 0
-    for i, segs in enumerate(all_segs):
-        merges = truncated = 0
-        if i in invalid:
-            r += len(segs) - 1
-            m += sum(1 for k in range(1, len(segs)) if segs[k].train and not segs[k - 1].train)
-            rows.append(None)
-            if details is not None:
-                details.append((0, 0, 1))
-            continue
+    for i, segs in enumerate(units):
         ids = list(firsts[i])
         labels = [IGNORE_INDEX] * len(ids)
-        last_reply_start = 0
+        replies: list[list] = []
+        if segs[0].train:  # a template whose first piece is trained (never for the built-in ones)
+            labels = list(ids)
+            replies.append([0, len(ids), False])
         for k in range(1, len(segs)):
             piece = rest[r]
             r += 1
             if segs[k].train:
-                merges += merged_flags[m] if not segs[k - 1].train else 0
-                m += not segs[k - 1].train
-                last_reply_start = len(ids)
+                merged = False
+                if not segs[k - 1].train:
+                    merged = merged_flags[m]
+                    m += 1
+                replies.append([len(ids), len(ids) + len(piece), merged])
                 ids += piece
                 labels += piece
             else:
                 ids += piece
                 labels += [IGNORE_INDEX] * len(piece)
-        if segs[0].train:  # a template whose first piece is trained (never for the built-in ones)
-            labels[:len(firsts[i])] = firsts[i]
-        if max_length is not None and len(ids) > max_length:
-            if truncation == "drop" or last_reply_start >= max_length:
-                rows.append(None)
-                if details is not None:
-                    details.append((0, merges, 0))
+        out.append((ids, labels, replies))
+    return out
+
+
+def _trims(segs: list[Segment]) -> int:
+    """Trained segments whose message content the template did not render verbatim (trimmed whitespace)."""
+    return sum(1 for s in segs if s.train and isinstance(s.source, str) and s.source.strip()
+               and s.source not in s.text)
+
+
+def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template: TemplateLike,
+                 max_length: int | None = None, truncation: str = "drop", *, start_index: int = 0,
+                 details: list | None = None, on_error: str = "raise", problems: list | None = None,
+                 chat_template_kwargs: Mapping[str, Any] | None = None, all_rows: bool = False,
+                 raw: bool = False) -> list:
+    """:func:`encode` for many examples at once (one batched tokenizer call per kind of piece).
+
+    Returns one row or None (dropped, or invalid when skipped) per example; with ``all_rows=True`` a
+    list of rows per example instead (records that need several rows, see :func:`encode_rows`; dropped
+    rows left out). If ``details`` is a list, appends one ``(truncated, boundary_merges, invalid,
+    trimmed_replies, dropped)`` tuple of ints per example (per row with ``all_rows``; a dropped row
+    counts once in ``dropped``). A record the template cannot encode raises :class:`EncodeError`
+    (``on_error="raise"``) or, with ``"skip"``, gives None / ``[]`` and its error is appended to
+    ``problems``. ``start_index`` numbers records in errors.
+    """
+    _check_options(max_length, truncation, on_error)
+    tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
+    plan = _plan(tokenizer)
+    record_rows: list[list[list[Segment]]] = []
+    for i, ex in enumerate(examples):
+        try:
+            rows = _rows_or_error(ex, tmpl, tokenizer, plan, start_index + i)
+            if len(rows) > 1 and not all_rows:
+                raise EncodeError(start_index + i, "messages", (
+                    f"the chat template renders earlier turns of this conversation differently once later turns "
+                    f"exist, so it gives {len(rows)} training rows (one per such reply); use encode_rows() or "
+                    "encode_dataset()"))
+        except EncodeError as e:
+            if on_error == "raise":
+                raise
+            if problems is not None:
+                problems.append(e)
+            rows = None
+        record_rows.append(rows)
+
+    # rows whose non-final reply merges into its prompt are split after that reply: the reply keeps the
+    # separate ids inference produced for it, the next row starts with the whole history re-tokenized
+    # (what inference for the later replies gives), so rule 3 holds for every reply
+    done: list[list[tuple]] = [[] for _ in examples]
+    pending = [(i, segs) for i, rows in enumerate(record_rows) if rows for segs in rows]
+    while pending:
+        again = []
+        for (i, segs), (ids, labels, replies) in zip(pending, _tokenize_units([s for _, s in pending], tmpl,
+                                                                                tokenizer, plan)):
+            cut = next((r for r, rep in enumerate(replies[:-1]) if rep[2]), None)
+            if cut is None:
+                done[i].append((ids, labels, replies, _trims(segs)))
                 continue
-            del ids[max_length:], labels[max_length:]
-            truncated = 1
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+            trained = [k for k, s in enumerate(segs) if s.train]
+            head = segs[:trained[cut] + 1]
+            end = replies[cut][1]
+            done[i].append((ids[:end], labels[:end], replies[:cut + 1], _trims(head)))
+            nxt = trained[cut + 1]
+            again.append((i, [Segment("".join(s.text for s in segs[:nxt]), False)] + segs[nxt:]))
+        pending = again
+
+    per_record: list[list[tuple]] = []  # per record: [(row or None, details)]
+    for i, rows in enumerate(record_rows):
+        if rows is not None and len(done[i]) > 1 and not (all_rows or raw):
+            e = EncodeError(start_index + i, "messages", (
+                f"an earlier reply's first characters merge into its prompt when the history is tokenized whole, "
+                f"so this conversation gives {len(done[i])} training rows (split after such replies, so every "
+                "reply sees the prompt ids inference gives it); use encode_rows() or encode_dataset()"))
+            if on_error == "raise":
+                raise e
+            if problems is not None:
+                problems.append(e)
+            rows = None
+        if rows is None:
+            per_record.append([(None, (0, 0, 1, 0, 0))])
+            continue
+        kept = []
+        for ids, labels, replies, trims in done[i]:
+            merges = sum(1 for rep in replies if rep[2])
+            truncated = 0
+            if max_length is not None and len(ids) > max_length:
+                if truncation == "drop" or replies[-1][0] >= max_length:
+                    kept.append((None, (0, merges, 0, trims, 1)))
+                    continue
+                del ids[max_length:], labels[max_length:]
+                truncated = 1
+            kept.append(({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels},
+                         (truncated, merges, 0, trims, 0)))
+        per_record.append(kept)
+    if raw:
+        return per_record
+    if all_rows:
         if details is not None:
-            details.append((truncated, merges, 0))
-    return rows
+            details.extend(d for kept in per_record for _, d in kept)
+        return [[row for row, _ in kept if row is not None] for kept in per_record]
+    if details is not None:
+        details.extend(kept[0][1] for kept in per_record)
+    return [kept[0][0] for kept in per_record]
 
 
 def encode(example: Mapping[str, Any], tokenizer: Any, template: TemplateLike, max_length: int | None = None,
-           truncation: str = "drop") -> dict | None:
+           truncation: str = "drop", *, chat_template_kwargs: Mapping[str, Any] | None = None) -> dict | None:
     """One training row ``{input_ids, attention_mask, labels}`` (lists of ints), or None when dropped.
 
     ``example`` is any supported record (Alpaca dict, ``{"messages"}``, ``{"conversations"}``);
-    ``template`` a name or :class:`utils.templates.Template`; see the module docstring for the rules.
+    ``template`` a name or :class:`utils.templates.Template`; ``chat_template_kwargs`` (e.g.
+    ``{"enable_thinking": False}``) are passed to every rendering of ``chat_template``, as at inference.
+    A record that needs several rows (see :func:`encode_rows`) raises :class:`EncodeError`.
 
     >>> from utils.models import load_tokenizer
     >>> tok = load_tokenizer()
@@ -438,16 +587,34 @@ def encode(example: Mapping[str, Any], tokenizer: Any, template: TemplateLike, m
     >>> encode(ex, tok, "human_assistant", max_length=4) is None
     True
     """
-    return encode_batch([example], tokenizer, template, max_length, truncation)[0]
+    return encode_batch([example], tokenizer, template, max_length, truncation,
+                        chat_template_kwargs=chat_template_kwargs)[0]
 
 
-def encode_prompt(example: Mapping[str, Any], tokenizer: Any, template: TemplateLike) -> list[int]:
+def encode_rows(example: Mapping[str, Any], tokenizer: Any, template: TemplateLike, max_length: int | None = None,
+                truncation: str = "drop", *, chat_template_kwargs: Mapping[str, Any] | None = None) -> list[dict]:
+    """Every training row of ``example`` (dropped rows left out): usually one. Several where one row
+    cannot show every reply with the prompt inference gives it: a chat template that renders earlier
+    turns differently once later turns exist (Qwen3's reasoning), or an earlier reply whose first
+    characters merge into its prompt when the history is tokenized whole (each reply is supervised in
+    exactly one row).
+
+    >>> from utils.models import load_tokenizer
+    >>> len(encode_rows({"instruction": "Hi", "output": "Hello"}, load_tokenizer(), "alpaca"))
+    1
+    """
+    return encode_batch([example], tokenizer, template, max_length, truncation,
+                        chat_template_kwargs=chat_template_kwargs, all_rows=True)[0]
+
+
+def encode_prompt(example: Mapping[str, Any], tokenizer: Any, template: TemplateLike, *,
+                  chat_template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
     """The ids a model is given to produce ``example``'s last reply (what inference must use).
 
     Equal to ``tokenizer(render_prompt(example, template, tokenizer), add_special_tokens=...)["input_ids"]``
     with ``add_special_tokens`` from the template (for ``chat_template`` this equals
-    ``apply_chat_template(messages[:-1], add_generation_prompt=True)``), and to the ids before the last
-    reply in :func:`encode`'s row.
+    ``apply_chat_template(messages[:-1], add_generation_prompt=True, **chat_template_kwargs)``), and to the
+    ids before the last reply in the row that supervises it.
 
     >>> from utils.models import load_tokenizer
     >>> tok = load_tokenizer()
@@ -458,7 +625,7 @@ def encode_prompt(example: Mapping[str, Any], tokenizer: Any, template: Template
     """
     from utils.templates import render_prompt
 
-    tmpl = get_template(template)
+    tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
     return tokenizer(render_prompt(example, tmpl, tokenizer), add_special_tokens=tmpl.add_special_tokens)["input_ids"]
 
 
@@ -473,7 +640,10 @@ class EncodeResult:
     ``records`` in, ``rows`` out, ``dropped`` (too long), ``invalid`` (skipped records the template
     cannot encode, each :class:`EncodeError` in ``problems``), ``truncated`` (cut to ``max_length``),
     ``tokens`` (all ids), ``supervised_tokens`` (labels != -100), ``boundary_merges`` (replies whose
-    first characters whole-text tokenization would merge into the prompt's last token).
+    first characters whole-text tokenization would merge into the prompt's last token), ``trimmed_replies``
+    (replies whose text the chat template changed, e.g. Llama 3 trims the whitespace around them: the row
+    supervises what inference renders). ``rows`` may exceed ``records`` (records that need one row per
+    reply, see :func:`encode_rows`); ``dropped`` counts dropped rows (one per record for one-row records).
     :meth:`lengths` gives the row lengths; :meth:`as_dict` the counts for ``stats.json``.
     """
 
@@ -485,6 +655,7 @@ class EncodeResult:
     tokens: int
     supervised_tokens: int
     boundary_merges: int
+    trimmed_replies: int = 0
     invalid: int = 0
     problems: list = field(default_factory=list)
     template: str = ""
@@ -501,7 +672,7 @@ class EncodeResult:
     def as_dict(self) -> dict:
         """The counts (JSON-serialisable), e.g. for ``stats.json``."""
         return {k: getattr(self, k) for k in ("records", "rows", "dropped", "invalid", "truncated", "tokens",
-                                              "supervised_tokens", "boundary_merges", "template",
+                                              "supervised_tokens", "boundary_merges", "trimmed_replies", "template",
                                               "max_length", "truncation")}
 
 
@@ -518,20 +689,32 @@ def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Templa
     keys = list(batch)
     n = len(batch[keys[0]]) if keys else 0
     examples = [{k: batch[k][i] for k in keys if batch[k][i] is not None} for i in range(n)]
-    details: list = []
     problems: list = []
-    rows = encode_batch(examples, tokenizer, template, max_length, truncation,
-                        start_index=indices[0] if indices else 0, details=details, on_error=on_error,
-                        problems=problems)
+    per_record = encode_batch(examples, tokenizer, template, max_length, truncation,
+                              start_index=indices[0] if indices else 0, on_error=on_error, problems=problems,
+                              raw=True)
     errors = {e.index: e for e in problems}
     empty = {"input_ids": [], "labels": []}
-    kept = [(row or empty, d, indices[i]) for i, (row, d) in enumerate(zip(rows, details))
-            if row is not None or d[2]]
-    lengths = np.fromiter((len(r["input_ids"]) for r, _, _ in kept), dtype=np.int32, count=len(kept))
+    kept = []  # (row, (truncated, merges, invalid, trims, dropped), record index)
+    dropped = 0
+    for i, rows in enumerate(per_record):
+        for row, d in rows:
+            if row is None and not d[2]:
+                dropped += 1
+                continue
+            kept.append((row or empty, d, indices[i], dropped))
+            dropped = 0
+    if dropped:  # trailing dropped rows: counted on the batch's last row (or a placeholder row)
+        if kept:
+            row, d, i, before = kept[-1]
+            kept[-1] = (row, d, i, before + dropped)
+        else:
+            kept.append((empty, (0, 0, 2, 0, 0), indices[-1], dropped))
+    lengths = np.fromiter((len(r["input_ids"]) for r, _, _, _ in kept), dtype=np.int32, count=len(kept))
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
     total = int(lengths.sum())
-    ids = np.fromiter(chain.from_iterable(r["input_ids"] for r, _, _ in kept), dtype=np.int32, count=total)
-    labels = np.fromiter(chain.from_iterable(r["labels"] for r, _, _ in kept), dtype=np.int32, count=total)
+    ids = np.fromiter(chain.from_iterable(r["input_ids"] for r, _, _, _ in kept), dtype=np.int32, count=total)
+    labels = np.fromiter(chain.from_iterable(r["labels"] for r, _, _, _ in kept), dtype=np.int32, count=total)
     supervised = np.zeros(len(kept), dtype=np.int32)
     nonempty = lengths > 0
     if total:
@@ -541,13 +724,17 @@ def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Templa
         "input_ids": pa.ListArray.from_arrays(offsets, pa.array(ids)),
         "attention_mask": pa.ListArray.from_arrays(offsets, pa.array(np.ones(total, dtype=np.int32))),
         "labels": pa.ListArray.from_arrays(offsets, pa.array(labels)),
-        "_truncated": pa.array(np.array([d[0] for _, d, _ in kept], dtype=np.int32)),
-        "_merges": pa.array(np.array([d[1] for _, d, _ in kept], dtype=np.int32)),
+        "_truncated": pa.array(np.array([d[0] for _, d, _, _ in kept], dtype=np.int32)),
+        "_merges": pa.array(np.array([d[1] for _, d, _, _ in kept], dtype=np.int32)),
+        "_trims": pa.array(np.array([d[3] for _, d, _, _ in kept], dtype=np.int32)),
+        "_dropped": pa.array(np.array([dr for _, _, _, dr in kept], dtype=np.int32)),
         "_supervised": pa.array(supervised),
-        "_invalid": pa.array(np.array([d[2] for _, d, _ in kept], dtype=np.int32)),
-        "_index": pa.array(np.array([i for _, _, i in kept], dtype=np.int64)),
-        "_error_field": pa.array([errors[i].field if i in errors else "" for _, _, i in kept], pa.string()),
-        "_error_reason": pa.array([errors[i].reason if i in errors else "" for _, _, i in kept], pa.string()),
+        "_invalid": pa.array(np.array([d[2] for _, d, _, _ in kept], dtype=np.int32)),
+        "_index": pa.array(np.array([i for _, _, i, _ in kept], dtype=np.int64)),
+        "_error_field": pa.array([errors[i].field if i in errors and d[2] == 1 else "" for _, d, i, _ in kept],
+                                 pa.string()),
+        "_error_reason": pa.array([errors[i].reason if i in errors and d[2] == 1 else "" for _, d, i, _ in kept],
+                                  pa.string()),
     })
 
 
@@ -590,7 +777,8 @@ def records_to_dataset(data: Any, cache_dir: str | None = None):
 
 def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length: int | None = None,
                    truncation: str = "drop", num_proc: int | None = None, *, on_error: str = "raise",
-                   batch_size: int = 1000, cache_dir: str | None = None, desc: str | None = None) -> EncodeResult:
+                   batch_size: int = 1000, cache_dir: str | None = None, desc: str | None = None,
+                   chat_template_kwargs: Mapping[str, Any] | None = None) -> EncodeResult:
     """Encode every record of ``data`` with batched ``Dataset.map``; returns an :class:`EncodeResult`.
 
     ``data``: a ``datasets.Dataset`` (columns of one record form), a list of records, or any iterable
@@ -614,19 +802,20 @@ def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length
 
     from utils import __version__
 
-    tmpl = get_template(template)
+    tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
     _check_options(max_length, truncation, on_error)  # before reading a stream into Arrow
     ds = records_to_dataset(data, cache_dir)
     records = len(ds)
     ints = datasets.List(datasets.Value("int32"))
     features = datasets.Features({
         "input_ids": ints, "attention_mask": ints, "labels": ints,
-        **{c: datasets.Value("int32") for c in ("_truncated", "_merges", "_supervised", "_invalid")},
+        **{c: datasets.Value("int32") for c in ("_truncated", "_merges", "_trims", "_dropped", "_supervised",
+                                                 "_invalid")},
         "_index": datasets.Value("int64"), "_error_field": datasets.Value("string"),
         "_error_reason": datasets.Value("string"),
     })
     fingerprint = Hasher.hash((ds._fingerprint, tokenizer_fingerprint(tokenizer), repr(tmpl), max_length,
-                               truncation, on_error, __version__, "encode_dataset/2"))
+                               truncation, on_error, __version__, "encode_dataset/3"))
     if records:
         out = ds.map(_map_batch, batched=True, batch_size=batch_size, with_indices=True,
                      remove_columns=ds.column_names, num_proc=num_proc if num_proc and num_proc > 1 else None,
@@ -636,19 +825,20 @@ def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length
     else:
         out = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
     table = out.data
-    truncated, merges, supervised, invalid = (int(pc.sum(table.column(c)).as_py() or 0)
-                                              for c in ("_truncated", "_merges", "_supervised", "_invalid"))
+    truncated, merges, trims, dropped, supervised = (
+        int(pc.sum(table.column(c)).as_py() or 0) for c in ("_truncated", "_merges", "_trims", "_dropped", "_supervised"))
     problems: list[EncodeError] = []
-    if invalid:
-        flags = table.column("_invalid").to_numpy()
-        bad = np.flatnonzero(flags)
+    flags = table.column("_invalid").to_numpy() if len(out) else np.zeros(0, dtype=np.int32)
+    invalid = int((flags == 1).sum())
+    if flags.any():
+        bad = np.flatnonzero(flags == 1)
         small = table.table.select(["_index", "_error_field", "_error_reason"]).take(bad).to_pylist()
         problems = [EncodeError(r["_index"], r["_error_field"], r["_error_reason"]) for r in small]
         out = out.select(np.flatnonzero(flags == 0)).flatten_indices()
     out = out.remove_columns([c for c in features if c.startswith("_")])
     # row lengths come from the list offsets alone: the token data is never read (it stays on disk)
     tokens = int(pc.sum(pc.list_value_length(out.data.column("input_ids"))).as_py() or 0)
-    return EncodeResult(dataset=out, records=records, rows=len(out), dropped=records - len(out) - invalid,
+    return EncodeResult(dataset=out, records=records, rows=len(out), dropped=dropped,
                         truncated=truncated, tokens=tokens, supervised_tokens=supervised,
-                        boundary_merges=merges, invalid=invalid, problems=problems, template=tmpl.name,
+                        boundary_merges=merges, trimmed_replies=trims, invalid=invalid, problems=problems, template=tmpl.name,
                         max_length=max_length, truncation=truncation)

@@ -60,8 +60,23 @@ detected from the first non-blank character), Parquet (``.parquet``, read in bat
 (one pretraining document per file). A file must use one format (Alpaca and seed tasks may mix;
 ShareGPT, messages and Firefly may mix) and hold one kind.
 
+The one conversation form (what ShareGPT and OpenAI records normalize to; chat templates render it)::
+
+    {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str,
+                   "tool_calls"?: [{"type": "function", "function": {"name": str, "arguments": dict}}],
+                   "reasoning_content"?: str, "name"?: str}, ...],
+     "tools"?: [JSON-schema function definitions]}
+
+``content`` may be given as a list of ``{"type": "text", "text": ...}`` parts (joined); other part types
+are refused with their name (images: not supported; reasoning / tool parts: where they belong instead).
+``tool_calls`` ``arguments`` given as a JSON string are parsed. An assistant message with ``tool_calls``
+may have empty content and is followed by one or more ``tool`` messages (results), then an assistant
+reply; ``reasoning_content`` only on assistant messages. An empty system message (``""``) is kept.
+The text templates (``alpaca``, ``vicuna``, ``human_assistant``) refuse tools and separate reasoning
+(:func:`conversation_of`).
+
 Rules for a valid record: every text field a string; ``output`` / every assistant reply non-empty
-(after stripping whitespace); user turns non-empty; an optional system message first, then user and
+(after stripping whitespace; a tool-call turn may be empty); user turns non-empty; an optional system message first, then user and
 assistant alternating, starting with user and ending with assistant; only known roles. With tool
 calls, LLaMA-Factory's order: a user message or tool results, then an assistant reply or call,
 alternating (several tool results may follow one another), ending with an assistant message. A
@@ -95,17 +110,21 @@ from typing import Any, Iterator, Mapping
 
 __all__ = [
     "RecordError", "DataFormatError", "ROLE_ALIASES", "KINDS", "SUFFIXES", "detect_format", "detect_kind",
-    "check_record", "normalize", "to_messages", "conversation_of", "from_seed_task", "iter_records",
+    "check_record", "normalize", "to_messages", "chat_of", "conversation_of", "from_seed_task", "iter_records",
     "read_records", "validate_file", "file_kind",
 ]
 
 ROLE_ALIASES: dict[str, str] = {
     "system": "system",
-    "human": "user", "user": "user",
+    "human": "user", "user": "user", "tool": "tool",
     "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant",
     "bard": "assistant",
 }
 """Accepted speaker names (ShareGPT ``from`` / OpenAI ``role``) and the role each means."""
+
+_LLAMAFACTORY_ROLES = {"function_call": "assistant", "observation": "tool"}
+"""LLaMA-Factory's ShareGPT tool roles: ``function_call`` (an assistant turn whose value is the call as JSON)
+and ``observation`` (a tool result)."""
 
 
 class RecordError(ValueError):
@@ -201,15 +220,89 @@ def _alpaca(record: Mapping, prefix: str = "") -> dict:
     return out
 
 
+_PART_HINTS = {
+    "reasoning": "put reasoning text in the assistant message's 'reasoning_content'",
+    "thinking": "put reasoning text in the assistant message's 'reasoning_content'",
+    "tool_call": "put tool calls in the assistant message's 'tool_calls'",
+    "tool_use": "put tool calls in the assistant message's 'tool_calls'",
+    "function_call": "put tool calls in the assistant message's 'tool_calls'",
+    "tool_result": "put a tool's result in a message with role 'tool'",
+}
+_MESSAGE_KEYS = ("role", "content", "tool_calls", "reasoning_content", "name", "tool_call_id")
+
+
+def _content(turn: Mapping, text_key: str, f: str, role: str, may_be_empty: bool) -> str:
+    """A message's text: a string, or a list of ``{"type": "text", "text": ...}`` parts joined."""
+    value = turn.get(text_key)
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            pf = f"{f}.{text_key}[{j}]"
+            if not isinstance(part, Mapping):
+                raise RecordError(pf, f"expected a content part object, got {_type(part)}")
+            kind = part.get("type")
+            if kind != "text":
+                others = sorted({str(p.get("type")) for p in value if isinstance(p, Mapping) and p.get("type") != "text"})
+                hint = _PART_HINTS.get(str(kind), "multimodal content is not supported: only text can be encoded")
+                raise RecordError(pf + ".type", f"content part type {kind!r} is not supported (only 'text' parts are; "
+                                                f"this message has {', '.join(map(repr, others))}): {hint}")
+            if not isinstance(part.get("text"), str):
+                raise RecordError(pf + ".text", "missing" if "text" not in part
+                                  else f"expected a string, got {_type(part.get('text'))}")
+            texts.append(part["text"])
+        value = "".join(texts)
+        if not may_be_empty and not value.strip():
+            raise RecordError(f"{f}.{text_key}", "empty")
+        return value
+    if value is None and may_be_empty:
+        return ""
+    return _text(turn, text_key, f"{f}.{text_key}", empty_ok=may_be_empty)
+
+
+def _tool_calls(calls: Any, f: str) -> list[dict]:
+    """OpenAI ``tool_calls`` as ``[{"type": "function", "function": {"name", "arguments": dict}}]``
+    (``arguments`` given as a JSON string are parsed: chat templates write them with ``tojson``)."""
+    if not isinstance(calls, list) or not calls:
+        raise RecordError(f, "expected a non-empty array of tool calls" if isinstance(calls, list)
+                          else f"expected an array, got {_type(calls)}")
+    out = []
+    for j, call in enumerate(calls):
+        cf = f"{f}[{j}]"
+        if not isinstance(call, Mapping):
+            raise RecordError(cf, f"expected an object, got {_type(call)}")
+        fn = call.get("function", call)
+        if not isinstance(fn, Mapping):
+            raise RecordError(cf + ".function", f"expected an object, got {_type(fn)}")
+        prefix = cf + (".function" if "function" in call else "")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise RecordError(prefix + ".name", "missing" if name is None else
+                              ("empty" if isinstance(name, str) else f"expected a string, got {_type(name)}"))
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as e:
+                raise RecordError(prefix + ".arguments", f"not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(args, Mapping):
+            raise RecordError(prefix + ".arguments", f"expected an object (or a JSON string of one), got {_type(args)}")
+        norm = {"type": "function", "function": {"name": name, "arguments": dict(args)}}
+        if isinstance(call.get("id"), str):
+            norm["id"] = call["id"]
+        out.append(norm)
+    return out
+
+
 def _turns(record: Mapping, key: str, role_key: str, text_key: str) -> list[dict]:
+    """The messages of a conversation record, validated and normalized (see the module docstring)."""
     turns = record[key]
     if not isinstance(turns, list):
         raise RecordError(key, f"expected an array, got {_type(turns)}")
     if not turns:
         raise RecordError(key, "empty conversation")
-    names = "human, gpt or system" if key == "conversations" else "system, user or assistant"
+    names = "human, gpt or system" if key == "conversations" else "system, user or assistant"  # (+ tool after tool calls)
     messages: list[dict] = []
-    has_system = False
+    prev = None  # role of the previous non-system message
     for i, turn in enumerate(turns):
         f = f"{key}[{i}]"
         if not isinstance(turn, Mapping):
@@ -219,26 +312,59 @@ def _turns(record: Mapping, key: str, role_key: str, text_key: str) -> list[dict
             raise RecordError(f"{f}.{role_key}", "missing")
         if not isinstance(name, str):
             raise RecordError(f"{f}.{role_key}", f"expected a string, got {_type(name)}")
-        role = ROLE_ALIASES.get(name.lower())
+        role = ROLE_ALIASES.get(name.lower()) or _LLAMAFACTORY_ROLES.get(name.lower())
         if role is None:
             raise RecordError(f"{f}.{role_key}", f"unknown role {name!r} (expected {names})")
-        if turn.get(text_key) is not None and not isinstance(turn.get(text_key), str):
-            hint = " (multimodal content parts are not supported)" if isinstance(turn.get(text_key), list) else ""
-            raise RecordError(f"{f}.{text_key}", f"expected a string, got {_type(turn.get(text_key))}{hint}")
-        content = _text(turn, text_key, f"{f}.{text_key}", empty_ok=(role == "system"))
-        expected = "user" if (len(messages) - has_system) % 2 == 0 else "assistant"
+        if turn.get(text_key) is not None and not isinstance(turn.get(text_key), (str, list)):
+            raise RecordError(f"{f}.{text_key}", f"expected a string, got {_type(turn.get(text_key))}")
+        calls = None
+        if name.lower() == "function_call":  # LLaMA-Factory: the call as JSON text, an assistant turn
+            calls = _calls_from_json(_text(turn, text_key, f"{f}.{text_key}"), f"{f}.{text_key}")
+            turn = {**turn, text_key: ""}
+        elif turn.get("tool_calls") is not None:
+            if role != "assistant":
+                raise RecordError(f"{f}.tool_calls", f"only assistant messages carry tool calls (this one is {role!r})")
+            calls = _tool_calls(turn["tool_calls"], f"{f}.tool_calls")
+        content = _content(turn, text_key, f, role, may_be_empty=role in ("system", "tool") or calls is not None)
+        msg: dict = {"role": role, "content": content}
+        if calls is not None:
+            msg["tool_calls"] = calls
+        reasoning = turn.get("reasoning_content")
+        if reasoning is not None:
+            if role != "assistant":
+                raise RecordError(f"{f}.reasoning_content", f"only assistant messages carry reasoning (this one is {role!r})")
+            if not isinstance(reasoning, str):
+                raise RecordError(f"{f}.reasoning_content", f"expected a string, got {_type(reasoning)}")
+            msg["reasoning_content"] = reasoning
+        for extra in ("name", "tool_call_id"):
+            if role == "tool" and isinstance(turn.get(extra), str):
+                msg[extra] = turn[extra]
         if role == "system":
             if i != 0:
                 raise RecordError(f"{f}.{role_key}", "a system message is only allowed as the first message")
-        elif role != expected:
-            raise RecordError(f"{f}.{role_key}", f"roles must alternate user/assistant starting with user: "
-                                                 f"expected {expected}, got {name!r}")
-        has_system = has_system or role == "system"
-        messages.append({"role": role, "content": content})
-    if messages[-1]["role"] != "assistant":
-        raise RecordError(f"{key}[{len(turns) - 1}]", "conversation ends with a user turn (the last message "
-                                                      "must be an assistant reply)" if messages[-1]["role"] == "user"
-                          else "conversation has no assistant reply")
+        else:
+            # a tool result may also follow a plain reply (LLaMA-Factory accepts it; its glaive demo has two)
+            allowed = {None: ("user",), "user": ("assistant",), "assistant": ("user", "tool"),
+                       "tool": ("tool", "assistant"), "assistant+tools": ("tool",)}[prev]
+            if role not in allowed:
+                if prev == "assistant+tools":
+                    reason = f"an assistant message with tool_calls must be followed by the tool results (role 'tool'), got {name!r}"
+                elif role == "tool":
+                    reason = "a tool message must follow an assistant message (its tool call) or another tool message"
+                else:
+                    reason = (f"roles must alternate user/assistant starting with user: expected "
+                              f"{' or '.join(allowed)}, got {name!r}")
+                raise RecordError(f"{f}.{role_key}", reason)
+            prev = "assistant+tools" if calls is not None else role
+        messages.append(msg)
+    last = messages[-1]["role"]
+    if last != "assistant" or prev == "assistant+tools":
+        reason = {"user": "conversation ends with a user turn (the last message must be an assistant reply)",
+                  "tool": "conversation ends with a tool result (the last message must be an assistant reply)"}.get(
+            last, "conversation has no assistant reply")
+        if prev == "assistant+tools":
+            reason = "conversation ends with a tool call (the last message must be an assistant reply after its results)"
+        raise RecordError(f"{key}[{len(turns) - 1}]", reason)
     return messages
 
 
@@ -254,7 +380,6 @@ _KIND_HOME = {"sft": "--kind sft (utils.encode)", "preference": "--kind preferen
 _CONVERSATION_KEYS = ("messages", "conversations", "conversation", "instruction", "output", "instances",
                       "prompt", "completion")
 _MEDIA_KEYS = ("images", "videos", "audios", "image", "video", "audio")
-_TOOL_ROLES = ("function_call", "observation", "tool")
 _KEYS = {"sharegpt": ("conversations", "from", "value"), "messages": ("messages", "role", "content")}
 
 
@@ -380,29 +505,6 @@ def _tools(record: Mapping, prefix: str = "") -> list[dict] | None:
     return tools or None
 
 
-def _tool_call(item: Any, field: str) -> dict:
-    """One call as ``{"type": "function", "function": {"name": str, "arguments": dict}}``."""
-    if not isinstance(item, Mapping):
-        raise RecordError(field, f"expected an object with 'name' and 'arguments', got {_type(item)}")
-    fn = item
-    if isinstance(item.get("function"), Mapping):  # OpenAI: {"type": "function", "function": {...}}
-        fn, field = item["function"], field + ".function"
-    name = fn.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise RecordError(field + ".name", "missing" if name is None else "expected a non-empty string")
-    args = fn.get("arguments")
-    if args is None:
-        args = {}
-    if isinstance(args, str):  # the OpenAI API writes arguments as a JSON string
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except json.JSONDecodeError as e:
-            raise RecordError(field + ".arguments", f"not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(args, Mapping):
-        raise RecordError(field + ".arguments", f"expected an object (arguments by name), got {_type(args)}")
-    return {"type": "function", "function": {"name": name, "arguments": dict(args)}}
-
-
 def _calls_from_json(value: str, field: str) -> list[dict]:
     """A LLaMA-Factory ``function_call`` value: JSON ``{"name", "arguments"}`` (or a list of them)."""
     try:
@@ -413,91 +515,15 @@ def _calls_from_json(value: str, field: str) -> list[dict]:
     items = obj if isinstance(obj, list) else [obj]
     if not items:
         raise RecordError(field, "an empty list of function calls")
-    return [_tool_call(item, field if len(items) == 1 else f"{field}[{k}]") for k, item in enumerate(items)]
+    return _tool_calls(items, field)
 
 
-def _has_tools(record: Mapping, key: str, role_key: str) -> bool:
-    turns = record.get(key)
-    return _tools(record) is not None or isinstance(turns, list) and any(
-        isinstance(t, Mapping) and (str(t.get(role_key, "")).lower() in _TOOL_ROLES or t.get("tool_calls"))
-        for t in turns)
-
-
-def _tool_conversation(record: Mapping, key: str, role_key: str, text_key: str) -> dict:
-    """A conversation with tool calls in the one normalized form: ``{"messages": [...], "tools"?: [...]}``.
-
-    LLaMA-Factory's ShareGPT roles: ``function_call`` (its value the call as JSON) becomes an assistant
-    message with ``tool_calls``, ``observation`` a ``tool`` message. OpenAI-style ``tool_calls`` (arguments
-    as a JSON string or an object) and ``tool`` messages are normalized the same way. The order follows
-    LLaMA-Factory's rule: user or tool messages, then an assistant message (text or calls), alternating,
-    ending with an assistant message.
-    """
-    turns = record[key]
-    if not isinstance(turns, list):
-        raise RecordError(key, f"expected an array, got {_type(turns)}")
-    if not turns:
-        raise RecordError(key, "empty conversation")
-    names = ("human, gpt, system, function_call or observation" if key == "conversations"
-             else "system, user, assistant or tool")
-    messages: list[dict] = []
-    spoken: list[str] = []
-    for i, turn in enumerate(turns):
-        f = f"{key}[{i}]"
-        if not isinstance(turn, Mapping):
-            raise RecordError(f, f"expected an object with '{role_key}' and '{text_key}', got {_type(turn)}")
-        if role_key not in turn:
-            raise RecordError(f"{f}.{role_key}", "missing")
-        name = turn[role_key]
-        if not isinstance(name, str):
-            raise RecordError(f"{f}.{role_key}", f"expected a string, got {_type(name)}")
-        low = name.lower()
-        content = turn.get(text_key)
-        if content is not None and not isinstance(content, str):
-            raise RecordError(f"{f}.{text_key}", f"expected a string, got {_type(content)}")
-        if low == "function_call":
-            text = _text(turn, text_key, f"{f}.{text_key}")
-            message = {"role": "assistant", "content": "", "tool_calls": _calls_from_json(text, f"{f}.{text_key}")}
-        elif low in ("observation", "tool"):
-            message = {"role": "tool", "content": _text(turn, text_key, f"{f}.{text_key}", empty_ok=True)}
-        else:
-            role = ROLE_ALIASES.get(low)
-            if role is None:
-                raise RecordError(f"{f}.{role_key}", f"unknown role {name!r} (expected {names})")
-            calls = turn.get("tool_calls")
-            if calls:
-                if role != "assistant":
-                    raise RecordError(f"{f}.tool_calls", f"only an assistant message can call tools, not {name!r}")
-                if not isinstance(calls, list):
-                    raise RecordError(f"{f}.tool_calls", f"expected an array of calls, got {_type(calls)}")
-                message = {"role": "assistant", "content": content or "",
-                           "tool_calls": [_tool_call(c, f"{f}.tool_calls[{k}]") for k, c in enumerate(calls)]}
-            else:
-                message = {"role": role, "content": _text(turn, text_key, f"{f}.{text_key}",
-                                                          empty_ok=(role == "system"))}
-        messages.append(message)
-        spoken.append(name)
-    prev = None
-    for i, (message, name) in enumerate(zip(messages, spoken)):
-        role, f = message["role"], f"{key}[{i}].{role_key}"
-        if role == "system":
-            if i:
-                raise RecordError(f, "a system message is only allowed as the first message")
-        elif prev in (None, "system") and role != "user":
-            raise RecordError(f, f"the conversation must start with a user turn (after an optional system "
-                                 f"message), got {name!r}")
-        elif prev == "user" and role != "assistant":
-            raise RecordError(f, f"a user turn must be followed by an assistant reply or tool call, got {name!r}")
-        elif prev == "assistant" and role == "assistant":
-            raise RecordError(f, f"two assistant turns in a row (expected a user turn or a tool result), got {name!r}")
-        elif prev == "tool" and role == "user":
-            raise RecordError(f, f"a tool result must be followed by an assistant reply, got {name!r}")
-        prev = role
-    if messages[-1]["role"] != "assistant":
-        raise RecordError(f"{key}[{len(turns) - 1}]", f"conversation ends with {spoken[-1]!r} (the last message must "
-                                                      "be an assistant reply or tool call)")
-    out: dict = {"messages": _with_system_column(record, messages, key)}
+def _conversation(record: Mapping, key: str, role_key: str, text_key: str) -> dict:
+    """``{"messages": [...], "tools"?: [...]}``: a conversation record in the one normalized form (with
+    LLaMA-Factory's ``system`` column in front and its ``tools`` column parsed)."""
+    out: dict = {"messages": _with_system_column(record, _turns(record, key, role_key, text_key), key)}
     tools = _tools(record)
-    if tools is not None:
+    if tools:
         out["tools"] = tools
     return out
 
@@ -740,10 +766,7 @@ def check_record(record: Any, kind: str | None = "sft") -> tuple[str, list[dict]
         return fmt, [_firefly(record)]
     if fmt == "prompt":
         return fmt, [_prompt_completion(record)]
-    key, role_key, text_key = _KEYS[fmt]
-    if _has_tools(record, key, role_key):
-        return fmt, [_tool_conversation(record, key, role_key, text_key)]
-    return fmt, [{"messages": _with_system_column(record, _turns(record, key, role_key, text_key), key)}]
+    return fmt, [_conversation(record, *_KEYS[fmt])]
 
 
 def from_seed_task(record: Mapping) -> list[dict]:
@@ -770,32 +793,68 @@ def normalize(record: Any, kind: str | None = "sft") -> dict:
     return out[0]
 
 
+def _plain(msgs: Any) -> bool:
+    """Already-normalized plain messages (string contents, no tool calls): the fast path."""
+    return isinstance(msgs, list) and all(
+        type(m) is dict and len(m) == 2 and "role" in m and "content" in m and isinstance(m["content"], str)
+        and (m["role"] in ("system", "user") or m["role"] == "assistant" and m["content"].strip())
+        for m in msgs)
+
+
+def chat_of(example: Mapping[str, Any]) -> tuple[list[dict], list[dict] | None]:
+    """``(messages, tools)`` of any supported record: what a chat template renders.
+
+    Messages keep everything a chat template reads (an empty system message stays, ``tool_calls``,
+    ``reasoning_content``, tool results); ``tools`` is the record's tool list or None.
+
+    >>> chat_of({"messages": [{"role": "system", "content": ""}, {"role": "user", "content": "Hi"},
+    ...                       {"role": "assistant", "content": [{"type": "text", "text": "Yo"}]}]})
+    ([{'role': 'system', 'content': ''}, {'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Yo'}], None)
+    """
+    msgs = example.get("messages")
+    if "tools" not in example and _plain(msgs):
+        return [dict(m) for m in msgs], None  # alternation checked by the caller
+    rec = normalize(example)
+    if "messages" in rec:
+        return rec["messages"], rec.get("tools")
+    user = rec["instruction"] + ("\n" + rec["input"] if rec["input"] else "") if rec["instruction"] else rec["input"]
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}], None
+
+
 def to_messages(example: Mapping[str, Any]) -> list[dict]:
-    """The one conversation form ``[{"role", "content"}, ...]`` of any supported record.
+    """The one conversation form ``[{"role", "content", ...}, ...]`` of any supported record.
 
     >>> to_messages({"instruction": "Hi", "output": "Hello"})
     [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
     """
-    msgs = example.get("messages")
-    if isinstance(msgs, list) and all(
-            isinstance(m, Mapping) and set(m) == {"role", "content"} and isinstance(m["content"], str)
-            and (m["role"] in ("system", "user") or m["role"] == "assistant" and m["content"].strip())
-            for m in msgs):
-        return [dict(m) for m in msgs]  # fast path: already normalized (alternation checked by the caller)
-    rec = normalize(example)
-    if "messages" in rec:
-        return rec["messages"]
-    user = rec["instruction"] + ("\n" + rec["input"] if rec["input"] else "") if rec["instruction"] else rec["input"]
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": rec["output"]}]
+    return chat_of(example)[0]
 
 
 def conversation_of(example: Mapping[str, Any]) -> tuple[str, list[tuple[str, str]]]:
-    """``(system, [(user, reply), ...])`` of any supported record (system ``""`` when absent).
+    """``(system, [(user, reply), ...])`` of any supported record (system ``""`` when absent or empty).
+
+    This is the form the text templates (``alpaca``, ``vicuna``, ``human_assistant``) render; they have
+    no place for tool calls, tool results or separate reasoning, so such records raise
+    :class:`RecordError` here (the chat template renders them: :func:`chat_of`).
 
     >>> conversation_of({"instruction": "Hi", "output": "Hello"})
     ('', [('Hi', 'Hello')])
     """
-    messages = to_messages(example)
+    messages, tools = chat_of(example)
+    if tools:
+        raise RecordError("tools", "text templates (alpaca, vicuna, human_assistant) cannot render tool definitions; "
+                                   "use template 'chat_template' with a tokenizer whose chat template supports tools")
+    for i, m in enumerate(messages):
+        if m["role"] == "tool" or "tool_calls" in m:
+            what = "tool results (role 'tool')" if m["role"] == "tool" else "tool calls"
+            raise RecordError(f"messages[{i}]", f"text templates (alpaca, vicuna, human_assistant) cannot render "
+                                                f"{what}; use template 'chat_template' with a tokenizer whose chat "
+                                                "template supports tools")
+        if "reasoning_content" in m:
+            raise RecordError(f"messages[{i}].reasoning_content",
+                              "text templates (alpaca, vicuna, human_assistant) have no place for separate reasoning; "
+                              "use template 'chat_template' with a reasoning chat template, or put the reasoning "
+                              "into the reply's content")
     system = ""
     if messages and messages[0]["role"] == "system":
         system, messages = messages[0]["content"], messages[1:]

@@ -35,15 +35,39 @@ The four templates (``TEMPLATES``), exactly:
     An optional system text on its own first line, then per turn ``"human: {user}\\n"`` and
     ``"assistant:"`` + ``" {reply}{eos}"``, turns joined by ``"\\n"``.
 ``chat_template``
-    The tokenizer's own Jinja chat template (``tokenizer.apply_chat_template``). Replies are located
-    by rendering each prompt with ``add_generation_prompt=True``: the text from the end of that prompt
-    up to and including the next ``eos_token`` is the trained reply segment. This works for templates
-    without ``{% generation %}`` blocks (Qwen2's and Mistral's) and agrees with
-    ``return_assistant_tokens_mask`` where they exist. Templates whose earlier turns render differently
-    once later turns exist are rejected for those conversations with a clear error, because no single
-    token sequence can match what inference sees at every turn (Mistral v0.3 writes the system text only
-    into a user turn that is the *last* message, so a conversation with a system message never renders
-    it in training text).
+    The tokenizer's own Jinja chat template (``tokenizer.apply_chat_template``), for any real template,
+    with or without ``{% generation %}`` blocks (it agrees with ``return_assistant_tokens_mask`` where
+    they exist). The rule (DESIGN.md, "The end of an assistant turn"):
+
+    * **End of turn.** The reply is supervised up to and including the template's *end-of-turn marker*
+      (:meth:`ChatTemplate.end_of_turn`): what the template writes right after every reply, found by
+      rendering a probe reply mid-conversation and at the end of a conversation and keeping their common
+      start up to its last added token -- ``<|im_end|>`` (ChatML, also for a base Qwen2.5 tokenizer whose
+      EOS is ``<|endoftext|>``), ``<|eot_id|>`` (Llama 3), ``</s>`` (Mistral), Phi-3's ``<|end|>`` (not
+      the ``<|endoftext|>`` its template adds only when the conversation ends). Never ``eos_token`` by
+      assumption; text written only because the conversation ends is never supervised.
+    * **Prompts.** The prompt of reply k is exactly ``apply_chat_template(history before reply k,
+      add_generation_prompt=True, tools=..., **chat_template_kwargs)``; reply k is what the template
+      writes after that prompt when the conversation ends with reply k. Both are rendered for every
+      reply.
+    * **Rows.** Replies whose prompt and text appear as such in the rendering of the whole conversation
+      are trained in one row (the whole text). A reply the template renders differently once later
+      turns exist gets a row of its own (its prompt + the reply): Qwen3 strips the reasoning of earlier
+      turns and writes its empty ``<think>\n\n</think>\n\n`` block only on the last turn, so every
+      Qwen3 reply is trained in its own row, with the think block exactly as the model writes it after
+      that prompt; Mistral v0.3 writes the system text only into a user turn that is the last message.
+      :func:`row_segments` gives every row, :func:`segments` the one row of a one-row record.
+    * **Reasoning.** Records may carry ``reasoning_content`` on assistant messages (or ``<think>``
+      blocks in the content); the template renders them as it does at inference. ``chat_template_kwargs``
+      (e.g. ``enable_thinking=False``) are options of the template (:meth:`ChatTemplate.with_kwargs`,
+      ``chat_template_kwargs=`` of :mod:`utils.encode`) applied to every rendering, so training and
+      inference prompts stay identical. A reply with reasoning whose prompt already closes the reasoning
+      block (thinking disabled) is refused with that reason.
+    * **Tools.** A record's ``tools`` go to the template's ``tools=`` argument; assistant ``tool_calls``
+      turns are replies (supervised), ``tool`` messages are prompt text (masked).
+    * An empty system message is a system message: rendered exactly as ``apply_chat_template`` renders
+      it (for Qwen2.5 an empty system turn, not the default system prompt). The text templates treat an
+      empty system text like none (their default system text).
 
 Special tokens: text templates render no BOS (the tokenizer adds it, ``add_special_tokens=True``);
 ``chat_template`` renders whatever the Jinja template writes (often ``bos_token``) and is tokenized with
@@ -61,15 +85,16 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Union
 
-from utils.formats import conversation_of
+from utils.formats import chat_of, conversation_of
 
 __all__ = [
     "Segment", "Template", "AlpacaTemplate", "TurnTemplate", "ChatTemplate", "TEMPLATES",
     "ALPACA_PROMPT_INPUT", "ALPACA_PROMPT_NO_INPUT", "VICUNA_SYSTEM", "DEFAULT_EOS",
-    "get_template", "segments", "render", "render_prompt", "eos_text",
+    "get_template", "segments", "row_segments", "render", "render_prompt", "eos_text",
 ]
 
 ALPACA_PROMPT_INPUT = (
@@ -106,6 +131,8 @@ class Segment:
 
     text: str
     train: bool
+    source: Any = field(default=None, repr=False, compare=False)
+    """The message content a trained segment renders (to count what a template trims), else None."""
 
 
 def eos_text(tokenizer: Any = None) -> str:
@@ -138,6 +165,18 @@ class Template:
     def segments(self, example: Mapping[str, Any], tokenizer: Any = None) -> list[Segment]:
         raise NotImplementedError
 
+    def row_segments(self, example: Mapping[str, Any], tokenizer: Any = None) -> list[list[Segment]]:
+        """The segments of each training row of ``example`` (one row for the text templates)."""
+        return [self.segments(example, tokenizer)]
+
+    def render(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
+        return "".join(s.text for s in self.segments(example, tokenizer))
+
+    def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
+        segs = self.segments(example, tokenizer)
+        last = max(i for i, s in enumerate(segs) if s.train)
+        return "".join(s.text for s in segs[:last])
+
 
 @dataclass(frozen=True)
 class AlpacaTemplate(Template):
@@ -167,7 +206,7 @@ class AlpacaTemplate(Template):
             (instruction, output), inp = turns[0], ""
         prompt = (self.prompt_input.format(instruction=instruction, input=inp) if inp
                   else self.prompt_no_input.format(instruction=instruction))
-        return [Segment(prompt, False), Segment(self.reply_format.format(content=output, eos=eos), True)]
+        return [Segment(prompt, False), Segment(self.reply_format.format(content=output, eos=eos), True, output)]
 
 
 @dataclass(frozen=True)
@@ -197,66 +236,195 @@ class TurnTemplate(Template):
                 pending += self.turn_separator
             pending += self.user_format.format(content=user) + self.assistant_prompt
             out.append(Segment(pending, False))
-            out.append(Segment(self.reply_format.format(content=reply, eos=eos), True))
+            out.append(Segment(self.reply_format.format(content=reply, eos=eos), True, reply))
             pending = ""
         return out
 
 
+_PROBE_REPLY = "Probe reply 7"
+
+
+def _added_texts(tokenizer: Any) -> list[str]:
+    """Texts of the tokenizer's added tokens (special or not), longest first."""
+    found = {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()}
+    found |= {t for t in getattr(tokenizer, "all_special_tokens", []) if t}
+    return sorted(found, key=len, reverse=True)
+
+
+_markers: dict = {}
+
+
+def _after_prompt(prompt: str, closed: str, core: str, marker: str) -> str | None:
+    """The text of ``closed`` after the point that corresponds to the end of ``prompt``, for templates
+    whose prompt is not a prefix of the conversation ending with the reply (Mistral v0.3 writes the
+    system text only into a user turn that is the last message): the reply starts right after the
+    last occurrence, before the reply's text, of the longest end of ``prompt`` that ``closed`` repeats."""
+    stop = closed.rfind(marker)
+    at = closed.rfind(core, 0, stop) if core else stop
+    if stop < 0 or at < 0:
+        return None
+    head = closed[:at]
+    lo, hi = 0, min(len(prompt), len(head))  # the longest L with prompt[-L:] in head (monotone in L)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if prompt[-mid:] in head:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo == 0:
+        return None
+    return closed[head.rfind(prompt[-lo:]) + lo:]
+
+
 @dataclass(frozen=True)
 class ChatTemplate(Template):
-    """The tokenizer's own Jinja chat template, through ``tokenizer.apply_chat_template``."""
+    """The tokenizer's own Jinja chat template, through ``tokenizer.apply_chat_template``.
+
+    ``kwargs`` are the ``chat_template_kwargs`` (e.g. ``(("enable_thinking", False),)``) passed to every
+    rendering, for training and inference alike; :meth:`with_kwargs` makes a copy with others.
+    """
 
     add_special_tokens: bool = False
+    kwargs: tuple = ()
 
-    def _render(self, tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    def with_kwargs(self, **kwargs: Any) -> "ChatTemplate":
+        """This template with ``chat_template_kwargs`` set (merged over the current ones).
 
-    def segments(self, example: Mapping[str, Any], tokenizer: Any = None) -> list[Segment]:
+        >>> TEMPLATES["chat_template"].with_kwargs(enable_thinking=False).kwargs
+        (('enable_thinking', False),)
+        """
+        merged = {**dict(self.kwargs), **kwargs}
+        return replace(self, kwargs=tuple(sorted(merged.items())))
+
+    # -- rendering ------------------------------------------------------------------------------------
+    def _check(self, tokenizer: Any) -> None:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             name = getattr(tokenizer, "name_or_path", None)
             raise ValueError(f"template 'chat_template' needs a tokenizer with a chat_template "
                              f"(tokenizer {name!r} has none); use 'alpaca', 'vicuna' or 'human_assistant'")
-        eos = eos_text(tokenizer)
-        system, turns = conversation_of(example)
-        messages: list[dict] = [{"role": "system", "content": system}] if system else []
-        prompt_ends: list[int] = []
-        prompts: list[str] = []
-        for user, reply in turns:
-            messages.append({"role": "user", "content": user})
-            prompts.append(self._render(tokenizer, messages, True))
-            messages.append({"role": "assistant", "content": reply})
-        full = self._render(tokenizer, messages, False)
-        for k, prompt in enumerate(prompts):
-            if not full.startswith(prompt):
+
+    def render_messages(self, tokenizer: Any, messages: list[dict], tools: list | None = None,
+                        generation_prompt: bool = False) -> str:
+        """``apply_chat_template(messages, tools=tools, add_generation_prompt=..., **kwargs)`` as text."""
+        extra = dict(self.kwargs)
+        if tools:
+            extra["tools"] = tools
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                             **extra)
+
+    def end_of_turn(self, tokenizer: Any) -> str:
+        """The text the template writes right after every assistant reply, found by rendering probes.
+
+        It is the common start of what follows a reply in the middle of a conversation and at its end,
+        cut after the last added (special) token in it: ``<|im_end|>`` for ChatML (not the ``"\\n"``
+        after it), ``<|eot_id|>`` for Llama 3, ``</s>`` for Mistral, Phi-3's ``<|end|>`` (not the
+        ``<|endoftext|>`` its template adds only at the end of a conversation).
+        """
+        self._check(tokenizer)
+        key = (id(tokenizer), tokenizer.chat_template, tokenizer.eos_token, len(tokenizer), self.kwargs)
+        found = _markers.get(key)
+        if found is not None:
+            return found
+        one = [{"role": "user", "content": "Probe question"}, {"role": "assistant", "content": _PROBE_REPLY}]
+        two = one + [{"role": "user", "content": "Second question"}, {"role": "assistant", "content": "Second"}]
+        end = self.render_messages(tokenizer, one)
+        mid = self.render_messages(tokenizer, two)
+        if _PROBE_REPLY not in end or _PROBE_REPLY not in mid:
+            raise ValueError(f"chat template of {tokenizer.name_or_path!r} does not render an assistant reply's "
+                             "content verbatim; it cannot be used for training")
+        after_end = end[end.rindex(_PROBE_REPLY) + len(_PROBE_REPLY):]
+        after_mid = mid[mid.index(_PROBE_REPLY) + len(_PROBE_REPLY):]
+        common = os.path.commonprefix([after_end, after_mid])
+        stop = 0
+        for tok in _added_texts(tokenizer):
+            at = common.find(tok)
+            while at >= 0:
+                stop = max(stop, at + len(tok))
+                at = common.find(tok, at + 1)
+        if stop == 0:
+            raise ValueError(
+                f"chat template of {tokenizer.name_or_path!r} writes no special token right after an assistant reply "
+                f"(after a reply it writes {after_mid[:40]!r} mid-conversation and {after_end[:40]!r} at the end): "
+                "there is no end-of-turn marker a model could learn to stop with")
+        found = _markers[key] = common[:stop]
+        return found
+
+    # -- replies --------------------------------------------------------------------------------------
+    def row_segments(self, example: Mapping[str, Any], tokenizer: Any = None) -> list[list[Segment]]:
+        """The rows of ``example``: usually one; one per reply the full rendering cannot hold.
+
+        Reply k is what the template renders after ``prompt_k = apply_chat_template(history before it,
+        add_generation_prompt=True)`` when the conversation ends with that reply, up to and including the
+        end-of-turn marker. Every reply whose prompt and text appear as such in the full rendering is
+        trained in one row (the full text); a reply the template renders differently once later turns
+        exist (Qwen3 strips earlier reasoning and its empty ``<think>`` block, Mistral v0.3 moves the
+        system text into the last user turn) gets a row of its own: ``prompt_k`` + reply k.
+        """
+        self._check(tokenizer)
+        marker = self.end_of_turn(tokenizer)
+        messages, tools = chat_of(example)
+        replies = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+        full = self.render_messages(tokenizer, messages, tools)
+        units: list[tuple[str, str, str]] = []  # (prompt, reply, content)
+        for k, j in enumerate(replies):
+            prompt = self.render_messages(tokenizer, messages[:j], tools, True)
+            closed = full if j == len(messages) - 1 else self.render_messages(tokenizer, messages[:j + 1], tools)
+            content = messages[j]["content"]
+            core = content.split("</think>")[-1].strip()
+            if closed.startswith(prompt):
+                region = closed[len(prompt):]
+            elif "reasoning_content" in messages[j] or "</think>" in content:
                 raise ValueError(
-                    f"chat template of {tokenizer.name_or_path!r} is not prefix-consistent for this conversation: "
-                    f"the prompt for reply {k + 1} is not a prefix of the full rendering (the template renders "
-                    "earlier turns differently once later turns exist, e.g. a system text moved into the last "
-                    "user turn). No token sequence can then match inference at every turn; split the "
-                    "conversation or use another template.")
-            prompt_ends.append(len(prompt))
-        out: list[Segment] = []
-        pos = 0
-        for k, start in enumerate(prompt_ends):
-            if start < pos:
-                raise ValueError(f"chat template of {tokenizer.name_or_path!r}: reply {k} and prompt {k + 1} overlap")
-            out.append(Segment(full[pos:start], False))
-            stop = prompt_ends[k + 1] if k + 1 < len(prompt_ends) else len(full)
-            region = full[start:stop]
-            content = turns[k][1].strip()
-            at = region.find(content) if content else 0
-            end = region.find(eos, max(at, 0) + len(content)) if at >= 0 else -1
-            if at < 0 or end < 0:
-                raise ValueError(
-                    f"chat template of {tokenizer.name_or_path!r}: cannot find reply {k + 1} followed by the "
-                    f"eos_token {eos!r} in the rendered text {region[:80]!r}...; this template does not end "
-                    "assistant replies with eos_token, which the contract requires")
-            end += len(eos)
-            out.append(Segment(region[:end], True))
-            pos = start + end
-        if pos < len(full):
-            out.append(Segment(full[pos:], False))
-        return [s for s in out if s.text or s.train]
+                    f"chat template of {tokenizer.name_or_path!r}: reply {k + 1} carries reasoning, but with these "
+                    f"chat_template_kwargs {dict(self.kwargs)} the prompt inference gives it already closes the "
+                    "reasoning block (e.g. enable_thinking=False), so the reasoning could never be produced; drop "
+                    "it from the record or encode with thinking enabled")
+            else:
+                region = _after_prompt(prompt, closed, core, marker)
+            end = region.rfind(marker) if region is not None else -1
+            if end < 0:
+                raise ValueError(f"chat template of {tokenizer.name_or_path!r}: cannot find reply {k + 1} followed by "
+                                 f"the end-of-turn marker {marker!r} after its prompt (rendered {closed[-80:]!r})")
+            if core and core not in region[:end]:
+                raise ValueError(f"chat template of {tokenizer.name_or_path!r} does not render reply {k + 1}'s "
+                                 f"text where the reply belongs (rendered {region[:60]!r})")
+            units.append((prompt, region[:end + len(marker)], content))
+        rows: list[tuple[int, list[Segment]]] = []  # (first reply, segments), in reply order
+        main: list[Segment] = []
+        first = pos = 0
+        for k, (prompt, reply, content) in enumerate(units):
+            n = len(prompt)
+            if n >= pos and full.startswith(prompt) and full.startswith(reply, n):
+                first = first if main else k
+                main += [Segment(full[pos:n], False), Segment(reply, True, content)]
+                pos = n + len(reply)
+            else:
+                rows.append((k, [Segment(prompt, False), Segment(reply, True, content)]))
+        if main:
+            if pos < len(full):
+                main.append(Segment(full[pos:], False))
+            rows.append((first, [s for s in main if s.text or s.train]))
+        return [segs for _, segs in sorted(rows, key=lambda r: r[0])]
+
+    def segments(self, example: Mapping[str, Any], tokenizer: Any = None) -> list[Segment]:
+        rows = self.row_segments(example, tokenizer)
+        if len(rows) != 1:
+            raise ValueError(f"chat template of {tokenizer.name_or_path!r} renders earlier turns of this conversation "
+                             f"differently once later turns exist, so it needs {len(rows)} training rows (one per "
+                             "such reply); use utils.templates.row_segments / utils.encode.encode_rows or "
+                             "encode_dataset")
+        return rows[0]
+
+    def render(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
+        self._check(tokenizer)
+        messages, tools = chat_of(example)
+        return self.render_messages(tokenizer, messages, tools)
+
+    def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
+        self._check(tokenizer)
+        messages, tools = chat_of(example)
+        last = max(j for j, m in enumerate(messages) if m["role"] == "assistant")
+        return self.render_messages(tokenizer, messages[:last], tools, True)
 
 
 TEMPLATES: dict[str, Template] = {
@@ -303,7 +471,7 @@ def render(example: Mapping[str, Any], template: TemplateLike, tokenizer: Any = 
     ...        "vicuna").endswith("USER: Hello ASSISTANT: Hi</s>")
     True
     """
-    return "".join(s.text for s in segments(example, template, tokenizer))
+    return get_template(template).render(example, tokenizer)
 
 
 def render_prompt(example: Mapping[str, Any], template: TemplateLike, tokenizer: Any = None) -> str:
@@ -312,6 +480,14 @@ def render_prompt(example: Mapping[str, Any], template: TemplateLike, tokenizer:
     >>> render_prompt({"instruction": "Hi", "output": "Hello"}, "alpaca").endswith("### Response:")
     True
     """
-    segs = segments(example, template, tokenizer)
-    last = max(i for i, s in enumerate(segs) if s.train)
-    return "".join(s.text for s in segs[:last])
+    return get_template(template).render_prompt(example, tokenizer)
+
+
+def row_segments(example: Mapping[str, Any], template: TemplateLike, tokenizer: Any = None) -> list[list[Segment]]:
+    """The segments of every training row of ``example``: one row, except where a chat template renders
+    earlier turns differently once later turns exist (see :meth:`ChatTemplate.row_segments`).
+
+    >>> len(row_segments({"instruction": "Hi", "output": "Hello"}, "alpaca"))
+    1
+    """
+    return get_template(template).row_segments(example, tokenizer)
