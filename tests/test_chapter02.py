@@ -11,11 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from nbexec import notebook_namespace, run_figure_script
-from utils.generate import (beam_search, generation_kwargs, greedy_decode, labels_after_prompt,
-                            next_token_distribution, token_losses, warp_logits)
+from utils.generate import (beam_search, first_divergence, generation_kwargs, greedy_decode,
+                            labels_after_prompt, next_token_distribution, sequence_logprobs,
+                            teacher_forcing_vs_free_running, token_losses, warp_logits)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_next_token.ipynb"
 SENTENCE, PROMPT = "今天天气真好，我们出去看电影吧", "今天天气真好，"
+EB_PROMPT, EB_REFERENCE = "今天", "天气真好，天空很蓝，小鸟在树上唱歌。"   # section 5 (exposure bias)
+BEAM_PROMPT = "用"                                                         # section 6 (beam beats greedy)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def test_notebook_hand_code_equals_the_library(ns, lm):
     assert ns["hand_ids"] == ns["cached_ids"] == ns["decoding"].prompt_ids + ns["decoding"].new_ids
     ids = tok("今天天气真", return_tensors="pt")["input_ids"]
     ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                         **generation_kwargs(model, tok, max_new_tokens=8))
+                         **generation_kwargs(model, tok, max_new_tokens=9))
     assert ns["hand_ids"] == ref[0].tolist()
     assert float(ns["mean_loss"]) == pytest.approx(float(ns["model_loss"]), abs=1e-5)
     assert float(ns["prefix_mean"]) == pytest.approx(float(ns["model_loss"]), abs=1e-4)
@@ -118,9 +121,11 @@ def test_notebook_has_exercises_with_hidden_asserting_solutions():
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "## 小结" in md and "## 练习" in md and "hf_basic/02_next_token.md" in md
     solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
-    assert len(solutions) == 3
+    assert len(solutions) == 4
+    assert "（开放题）" in md
     for cell in solutions:
         assert cell.metadata["jupyter"]["source_hidden"] is True
+        assert cell.metadata["jupyter"]["outputs_hidden"] is True
         assert "assert" in cell.source
         assert not any(o.get("output_type") == "error" for o in cell.get("outputs", []))
 
@@ -130,3 +135,126 @@ def test_figure_script_draws_every_figure_without_missing_glyphs(tmp_path):
     assert [p.name for p in paths] == ["ch02_next_token_bars.png", "ch02_token_losses.png",
                                        "ch02_decoding_steps.png", "ch02_beam_tree.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+# ---- section 4: decoding ends at a word boundary; the KV-cache counts
+
+def test_decoding_demo_ends_at_a_word_boundary(lm):
+    model, tok = lm
+    decoding = greedy_decode(model, tok, "今天天气真", max_new_tokens=9)
+    assert decoding.text == "好，我们出去看电影"      # "电影" complete, not cut after "电"
+    from nbexec import load_script
+    assert load_script("figures/ch02_next_token.py").DECODING_STEPS == 9
+
+
+def _outputs(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.append(out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def test_notebook_states_the_kv_cache_counts_it_printed():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    out = _outputs(nb)
+    # 6 prompt tokens + 9 steps: without a cache 6 + 7 + ... + 14 = 90 tokens are fed, with it 6 + 8 = 14,
+    # and the last step's attention still reads all 14 cached positions
+    assert "不用缓存 90，用缓存 14" in out
+    assert "缓存里全部 14 个位置" in out
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "省不掉注意力本身" in md and "所有" in md
+    for line in ("不用缓存: 今天天气真好，我们出去看电影\n", "generate: 今天天气真好，我们出去看电影\n"):
+        assert line in out          # the text ends with "电影", not cut after "电"
+
+
+def test_replacement_character_is_explained_only_where_it_appears():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert ("\ufffd" in md) == ("\ufffd" in _outputs(nb))
+
+
+# ---- section 5: exposure bias, teacher forcing vs free running from the same prefix
+
+def test_exposure_bias_example(lm):
+    model, tok = lm
+    table = teacher_forcing_vs_free_running(model, tok, EB_PROMPT, EB_REFERENCE)
+    ref = tok(EB_REFERENCE, add_special_tokens=False)["input_ids"]
+    free = greedy_decode(model, tok, EB_PROMPT, max_new_tokens=len(ref)).new_ids
+    d = first_divergence(free, ref)
+    assert d == 5                                               # the prose's "第 6 步"
+    assert table.true[d] == "天" and table.fr_pred[d] == "我" and table.tf_pred[d] == "我"
+    after = table.iloc[d + 1:]
+    assert len(after) == 12 and after.tf_ok.all() and not after.fr_ok.any()   # "12 步全部对" / "一步也没对上"
+    assert table.tf_ok.sum() == 17 and table.fr_ok.sum() == 5
+    assert tok.decode(free).startswith("天气真好，我们出去看电影吧。")
+    dist = next_token_distribution(model, tok, EB_PROMPT + EB_REFERENCE[:d], k=4)
+    assert dist.token.tolist()[:2] == ["我", "天"]              # "“我”排第一，正确的“天”排第二"
+
+
+def test_notebook_prints_the_exposure_bias_numbers(ns):
+    assert ns["diverge"] == 5
+    after = ns["after"]
+    assert int(after.tf_ok.sum()) == 12 and int(after.fr_ok.sum()) == 0
+    out = _outputs(nbformat.read(NOTEBOOK, as_version=4))
+    assert "第 6 步，模型自己的预测第一次偏离参考" in out
+    assert "偏离之后的 12 步：教师强制对了 12 步，自由生成对了 0 步" in out
+
+
+# ---- section 6: beam search finds a more probable sequence than greedy decoding
+
+def test_beam_search_beats_greedy_on_the_example(lm):
+    model, tok = lm
+    greedy = greedy_decode(model, tok, BEAM_PROMPT, max_new_tokens=3)
+    beam = beam_search(model, tok, BEAM_PROMPT, num_beams=2, max_new_tokens=3)
+    best = beam.hypotheses[0]
+    assert (greedy.text, best.text) == ("户问", "一句话")
+    g = sequence_logprobs(model, tok, BEAM_PROMPT, greedy.new_ids)
+    b = sequence_logprobs(model, tok, BEAM_PROMPT, best.new_ids)
+    assert b.logprob.sum() > g.logprob.sum()
+    assert b.logprob.sum() == pytest.approx(best.sum_logprob, abs=1e-4)
+    assert g.token.tolist() == ["户①", "户②", "问"] and b.token.tolist() == ["一", "句", "话"]
+    # the prose's probabilities, read from the notebook's table: 0.562 / 0.486 vs 0.316 / 0.906 / 0.976
+    assert g.prob.round(3).tolist()[:2] == [0.562, 0.486]
+    assert b.prob.round(3).tolist() == [0.316, 0.906, 0.976]
+    assert (round(float(g.prob.prod()), 3), round(float(b.prob.prod()), 3)) == (0.264, 0.280)
+    assert g.logprob[0] > b.logprob[0]                          # greedy's first token is the locally best one
+    assert g.logprob[1:].sum() < b.logprob[1:].sum()            # ... and leads to a worse total
+    ids = tok(BEAM_PROMPT, return_tensors="pt")["input_ids"]
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), num_beams=2,
+                         **generation_kwargs(model, tok, max_new_tokens=3))
+    assert out[0, ids.shape[1]:].tolist() == best.new_ids
+    from nbexec import load_script
+    script = load_script("figures/ch02_next_token.py")
+    assert (script.BEAM_PROMPT, script.BEAM_STEPS) == (BEAM_PROMPT, 3)   # the figure draws this example
+
+
+def test_beam_tree_fits_a_notebook_page(lm):
+    from utils.viz import plot_beam_tree
+
+    model, tok = lm
+    fig = plot_beam_tree(beam_search(model, tok, BEAM_PROMPT, num_beams=2, max_new_tokens=3), prompt_label=BEAM_PROMPT,
+                         highlight=greedy_decode(model, tok, BEAM_PROMPT, max_new_tokens=3).new_ids)
+    width, _ = fig.get_size_inches()
+    assert width <= 9.5           # shown at ~900 px, so 12-pt text stays readable
+    assert min(t.get_fontsize() for t in fig.axes[0].texts) >= 11
+
+
+def test_manual_page_has_exercises_and_the_notebooks_examples():
+    page = (Path(__file__).resolve().parents[1] / "hf_basic" / "02_next_token.md").read_text()
+    assert "## 练习" in page
+    assert EB_REFERENCE in page and "第 6 步" in page and "用一句话" in page and "用户问" in page
+    assert "所有" in page and "O(1)" not in page
+    for number in ("0.562", "0.486", "0.316", "0.264", "0.280", "送进模型 90 个词元", "只送 14 个", "全部 14 个位置",
+                   "12 步"):   # each recomputed by a test above
+        assert number in page, number
+
+
+def test_notebook_prose_numbers_are_the_printed_ones():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    out = _outputs(nb)
+    for number in ("0.562", "0.486", "0.316", "0.906", "0.976", "0.264", "0.280"):
+        assert number in md and number in out, number
+    assert "之后 12 步它全部预测对了" in md and "第 6 步" in md

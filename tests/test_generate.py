@@ -16,9 +16,10 @@ from transformers.generation.logits_process import (LogitsProcessorList, Tempera
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
 from tests.conftest import load_reference_tokenizer
-from utils.generate import (PIECE_MARKS, beam_search, chat, chat_prompt_ids, complete,
+from utils.generate import (PIECE_MARKS, beam_search, chat, chat_prompt_ids, complete, first_divergence,
                             generation_kwargs, greedy_decode, labels_after_prompt,
-                            next_token_distribution, sample_decode, token_label, token_labels,
+                            next_token_distribution, sample_decode, sequence_logprobs,
+                            teacher_forcing_vs_free_running, token_label, token_labels,
                             token_losses, warp_logits)
 
 PROMPTS = ["The chicken crossed the", "How are you?", "今天天气真"]
@@ -333,3 +334,69 @@ def test_token_labels_name_the_character_a_byte_piece_belongs_to(name):
     for i, lab in zip(ids, labels):
         if "😀" not in lab:
             assert lab == token_label(tok, i)
+
+
+# ---------------------------------------------------------------- scoring a continuation, exposure bias
+
+def test_sequence_logprobs_are_the_prefix_by_prefix_log_probs(lm):
+    model, tok = lm
+    for text in PROMPTS:
+        new = greedy_decode(model, tok, text, max_new_tokens=4).new_ids
+        table = sequence_logprobs(model, tok, text, new)
+        ids = _ids(tok, text)[0].tolist()
+        expected = []
+        for k, token in enumerate(new):     # one prefix at a time: log p(token | prompt + new[:k])
+            with torch.no_grad():
+                logp = F.log_softmax(model(torch.tensor([ids + new[:k]])).logits[0, -1], -1)
+            expected.append(float(logp[token]))
+        assert table.id.tolist() == new and table.step.tolist() == list(range(1, len(new) + 1))
+        assert table.logprob.tolist() == pytest.approx(expected, abs=1e-4)
+        assert table.prob.tolist() == pytest.approx([float(torch.tensor(x).exp()) for x in expected], abs=1e-5)
+
+
+def test_sequence_logprobs_sum_is_the_beams_sum_logprob(lm):
+    model, tok = lm
+    result = beam_search(model, tok, PROMPTS[0], num_beams=2, max_new_tokens=4)
+    for hyp in result.hypotheses:
+        assert sequence_logprobs(model, tok, PROMPTS[0], hyp.new_ids).logprob.sum() == \
+            pytest.approx(hyp.sum_logprob, abs=1e-4)
+
+
+def test_sequence_logprobs_rejects_an_empty_continuation(lm):
+    model, tok = lm
+    with pytest.raises(ValueError, match="empty"):
+        sequence_logprobs(model, tok, PROMPTS[0], [])
+
+
+def test_first_divergence():
+    assert first_divergence([1, 2, 3], [1, 2, 4]) == 2
+    assert first_divergence([7], [8]) == 0
+    assert first_divergence([1, 2], [1, 2, 3]) is None
+    assert first_divergence(torch.tensor([1, 5]), [1, 6]) == 1
+
+
+def test_teacher_forcing_vs_free_running(lm):
+    model, tok = lm
+    prompt = PROMPTS[0]
+    ids = _ids(tok, prompt)[0].tolist()
+    reference = " road to get to the other side."
+    ref = tok(reference, add_special_tokens=False)["input_ids"]
+    table = teacher_forcing_vs_free_running(model, tok, prompt, reference)
+    free = greedy_decode(model, tok, prompt, max_new_tokens=len(ref), eos_token_id=-1).new_ids
+    tf = []
+    for k in range(len(ref)):                # teacher forcing: the argmax after prompt + the TRUE tokens
+        with torch.no_grad():
+            tf.append(int(model(torch.tensor([ids + ref[:k]])).logits[0, -1].argmax()))
+    label = lambda seq: [token_label(tok, i) for i in seq]   # noqa: E731
+    assert table.step.tolist() == list(range(1, len(ref) + 1))
+    assert table.true.tolist() == label(ref)
+    assert table.tf_pred.tolist() == label(tf)
+    assert table.tf_fed.tolist() == label([ids[-1]] + ref[:-1])
+    assert table.fr_pred.tolist() == label(free)
+    assert table.fr_fed.tolist() == label([ids[-1]] + free[:-1])
+    assert table.tf_ok.tolist() == [a == b for a, b in zip(tf, ref)]
+    assert table.fr_ok.tolist() == [a == b for a, b in zip(free, ref)]
+    d = first_divergence(free, ref)
+    stop = len(ref) if d is None else d + 1
+    assert table.tf_pred.tolist()[:stop] == table.fr_pred.tolist()[:stop]   # same inputs up to the divergence
+    assert len(teacher_forcing_vs_free_running(model, tok, prompt, ref, max_new_tokens=3)) == 3

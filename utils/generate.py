@@ -10,6 +10,11 @@ drawn; ``tests/test_generate.py`` checks each function against the library:
   KV cache); :func:`warp_logits` is temperature → top-k → top-p, in ``generate``'s order.
 - :func:`beam_search` — beam search with ``generate(num_beams=...)``'s exact rules, returning every
   step so that the beam tree can be drawn.
+- :func:`sequence_logprobs` — score a given continuation: the log-probability of each of its tokens
+  (one teacher-forced forward pass); their sum is the sequence's log-probability, what beam search
+  maximises.
+- :func:`teacher_forcing_vs_free_running` / :func:`first_divergence` — the same prefix continued with
+  the true tokens fed at every step vs the model's own tokens fed back (exposure bias).
 - :func:`complete` / :func:`chat` — the two API styles: a string the model continues vs a list of
   messages that the tokenizer's chat template turns into that string.
 
@@ -35,9 +40,10 @@ from utils.viz.tokens import visible_token_text
 
 __all__ = [
     "BeamCandidate", "BeamHypothesis", "BeamSearchResult", "DecodeStep", "Decoding",
-    "beam_search", "chat", "chat_prompt_ids", "complete", "generation_kwargs", "greedy_decode",
-    "labels_after_prompt", "next_token_distribution", "prompt_ids", "sample_decode",
-    "token_label", "token_labels", "token_losses", "warp_logits",
+    "beam_search", "chat", "chat_prompt_ids", "complete", "first_divergence", "generation_kwargs",
+    "greedy_decode", "labels_after_prompt", "next_token_distribution", "prompt_ids", "sample_decode",
+    "sequence_logprobs", "teacher_forcing_vs_free_running", "token_label", "token_labels",
+    "token_losses", "warp_logits",
 ]
 
 Prompt = Union[str, Sequence[int], torch.Tensor]
@@ -468,6 +474,87 @@ def beam_search(model, tokenizer, prompt: Prompt, num_beams: int = 3, max_new_to
             if not improvement_possible:
                 break
     return BeamSearchResult(ids[0].tolist(), finished, steps)
+
+
+# --------------------------------------------------------------------------- scoring a continuation
+
+@torch.no_grad()
+def sequence_logprobs(model, tokenizer, prompt: Prompt, new_ids: Sequence[int]) -> pd.DataFrame:
+    """The log-probability of every token of a continuation ``new_ids`` of ``prompt``.
+
+    One forward pass over ``prompt + new_ids`` (teacher forcing): the logits at position ``t`` give
+    ``log p(token t+1 | tokens <= t)``. One row per new token: ``step`` (1, 2, ...), ``token`` (its
+    :func:`token_labels` label in the sequence, e.g. ``户①`` for a byte piece of 户), ``id``,
+    ``logprob``, ``prob``; ``table.logprob.sum()`` is the continuation's log-probability, the quantity
+    beam search maximises (``BeamHypothesis.sum_logprob``).
+
+    >>> sequence_logprobs(model, tok, "The chicken crossed the", [tok(" road").input_ids[1]])  # doctest: +SKIP
+       step  token   id  logprob  prob
+    0     1  ·road  619   -0.017  0.98
+    """
+    ids = prompt_ids(tokenizer, prompt)
+    new = [int(i) for i in new_ids]
+    if not new:
+        raise ValueError("new_ids is empty: there is no continuation to score")
+    full = torch.cat([ids, torch.tensor([new], dtype=torch.long)], dim=1)
+    logp = F.log_softmax(model(input_ids=full).logits[0].float(), dim=-1)
+    n = ids.shape[1]
+    labels = token_labels(tokenizer, ids[0].tolist() + new)[n:]   # a byte piece is named after its character
+    rows = [{"step": k + 1, "token": labels[k], "id": i,
+             "logprob": float(logp[n - 1 + k, i]), "prob": float(logp[n - 1 + k, i].exp())}
+            for k, i in enumerate(new)]
+    return pd.DataFrame(rows)
+
+
+def first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
+    """The first index where two id sequences differ (None if one is a prefix of the other).
+
+    >>> first_divergence([5, 6, 7], [5, 6, 9])
+    2
+    >>> first_divergence([5, 6], [5, 6, 7]) is None
+    True
+    """
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if int(x) != int(y)), None)
+
+
+@torch.no_grad()
+def teacher_forcing_vs_free_running(model, tokenizer, prompt: Prompt, reference: Union[str, Sequence[int]],
+                                    max_new_tokens: int | None = None) -> pd.DataFrame:
+    """Continue ``prompt`` two ways, step by step, against a ``reference`` continuation.
+
+    - teacher forcing: at step ``k`` the model is fed the prompt and the first ``k-1`` TRUE tokens
+      (one forward pass over ``prompt + reference``, as in training);
+    - free running: it is fed its own greedy outputs (``greedy_decode``, as in generation).
+
+    ``reference`` is text that follows the prompt (tokenized without special tokens) or ids. One row per
+    step: ``step``, ``true`` (the reference token of this step), ``tf_fed`` (the token teacher forcing
+    was fed last: the previous TRUE token; the prompt's last token at step 1), ``tf_pred`` and ``tf_ok``
+    (its prediction, whether it is the true token), ``fr_fed`` (free running's last input: its OWN
+    previous output), ``fr_pred`` and ``fr_ok``. Up to the first divergence (:func:`first_divergence`)
+    both are fed the same tokens and predict the same. Free running does not stop at EOS here, so that
+    both have one prediction per reference token.
+
+    >>> teacher_forcing_vs_free_running(model, tok, "今天", "天气真好")   # doctest: +SKIP
+    """
+    ids = prompt_ids(tokenizer, prompt)
+    if isinstance(reference, str):
+        ref = tokenizer(reference, add_special_tokens=False)["input_ids"]
+    else:
+        ref = [int(i) for i in reference]
+    if max_new_tokens is not None:
+        ref = ref[:max_new_tokens]
+    if not ref:
+        raise ValueError("the reference continuation is empty")
+    full = torch.cat([ids, torch.tensor([ref], dtype=torch.long)], dim=1)
+    tf_pred = model(input_ids=full).logits[0, ids.shape[1] - 1:-1].float().argmax(-1).tolist()
+    free = greedy_decode(model, tokenizer, ids, max_new_tokens=len(ref), eos_token_id=-1).new_ids
+    last = int(ids[0, -1])
+    tf_fed, fr_fed = [last] + ref[:-1], [last] + free[:-1]
+    label = lambda i: token_label(tokenizer, i)   # noqa: E731
+    return pd.DataFrame([{"step": k + 1, "true": label(ref[k]),
+                          "tf_fed": label(tf_fed[k]), "tf_pred": label(tf_pred[k]), "tf_ok": tf_pred[k] == ref[k],
+                          "fr_fed": label(fr_fed[k]), "fr_pred": label(free[k]), "fr_ok": free[k] == ref[k]}
+                         for k in range(len(ref))])
 
 
 # --------------------------------------------------------------------------- the two API styles

@@ -130,50 +130,71 @@ def plot_decoding_steps(prompt_tokens: Sequence[str], decoding: "Decoding", *, t
 
 
 def plot_beam_tree(result: "BeamSearchResult", *, prompt_label: str = "提示", title: str | None = None,
-                   show_dropped: bool = True, ax: Axes | None = None) -> Figure:
+                   show_dropped: bool = True, fontsize: float = 12, highlight: Sequence[int] | None = None,
+                   ax: Axes | None = None) -> Figure:
     """The beam-search tree: one column per step, one node per candidate considered.
 
     Orange nodes are kept (the running beams of the next step), green ones finished (ended with EOS
     or at the length limit and stored as hypotheses), grey ones dropped. Each node shows the token and
-    the summed log-probability; edges join a candidate to the beam it extends.
+    the summed log-probability; edges join a candidate to the beam it extends. ``highlight`` (new ids,
+    e.g. the greedy sequence) outlines the nodes of that path, where the tree contains them.
+
+    Sized for a notebook page (about 9 inches wide for 3–4 steps of 2 beams): keep ``num_beams`` and
+    ``max_new_tokens`` small for a readable tree.
 
     >>> fig = plot_beam_tree(beam_search(model, tok, "The chicken", num_beams=2))   # doctest: +SKIP
     """
     n_steps = len(result.steps)
     per_step = max(len(s) for s in result.steps)
-    prompt_w = max(0.75, _text_width(prompt_label) * 0.55)
-    fig, ax = _figure(ax, (2.0 * n_steps + 1.2 + prompt_w, 0.62 * per_step + 1.4))
-    # y position of every candidate: its rank among the step's candidates (best on top)
-    pos_prev = {0: (0.0, (per_step - 1) / 2)}    # slot -> (x, y) of the running beams
-    ax.add_patch(FancyBboxPatch((-prompt_w, pos_prev[0][1] - 0.28), prompt_w, 0.56,
+    node_w = max(1.6, max(_text_width(f"{c.token} {c.score:.2f}") for s in result.steps for c in s) * fontsize / 9)
+    col = node_w + 0.9                                # distance between columns
+    row = 0.62 * fontsize / 9                         # distance between rows
+    node_h = 0.72 * row
+    prompt_w = max(1.2, _text_width(prompt_label) * fontsize / 9)
+    width = prompt_w + col * n_steps + 0.3
+    unit = min(0.62, 9.0 / width)                     # inches per data unit: at most ~9 inches wide
+    fig, ax = _figure(ax, (width * unit + 0.4, (row * per_step + 0.6) * unit * 1.25 + 0.9))
+    pos_prev = {0: (0.0, row * (per_step - 1) / 2)}   # slot -> (x, y) of the running beams' right edge
+    ax.add_patch(FancyBboxPatch((-prompt_w, pos_prev[0][1] - node_h / 2), prompt_w, node_h,
                                 boxstyle="round,pad=0.02,rounding_size=0.1", fc=CONTEXT_COLOR, ec="#555555"))
-    ax.text(-prompt_w / 2, pos_prev[0][1], prompt_label, ha="center", va="center", fontsize=8)
+    ax.text(-prompt_w / 2, pos_prev[0][1], prompt_label, ha="center", va="center", fontsize=fontsize)
+    path = list(highlight or [])
+    on_path = {0: True}                               # slot -> whether that running beam is the highlighted path
     for t, cands in enumerate(result.steps):
-        x = 2.0 * (t + 1)
-        pos_next = {}
+        x = col * (t + 1)                             # centre of this column's nodes
+        pos_next, on_next = {}, {}
         for rank, c in enumerate(cands):
             if c.status == "dropped" and not show_dropped:
                 continue
-            y = per_step - 1 - rank
+            y = row * (per_step - 1 - rank)
             color = {"kept": NEW_COLOR, "finished": FINISHED_COLOR}.get(c.status, DROPPED_COLOR)
             px, py = pos_prev[c.parent]
-            ax.plot([px, x - 0.75], [py, y], color="#888888" if c.status != "dropped" else "#d0d0d0",
-                    lw=1.2 if c.status != "dropped" else 0.7, zorder=1)
-            ax.add_patch(FancyBboxPatch((x - 0.75, y - 0.28), 1.5, 0.56,
-                                        boxstyle="round,pad=0.02,rounding_size=0.1", fc=color, ec="#555555",
-                                        lw=0.6, zorder=2, alpha=1.0 if c.status != "dropped" else 0.7))
-            ax.text(x, y, f"{c.token}  {c.score:.2f}", ha="center", va="center", fontsize=8, zorder=3,
-                    color="#222222" if c.status != "dropped" else "#666666")
+            marked = bool(path) and on_path.get(c.parent, False) and t < len(path) and c.token_id == path[t]
+            ax.plot([px, x - node_w / 2], [py, y], color="#888888" if c.status != "dropped" else "#d0d0d0",
+                    lw=1.4 if c.status != "dropped" else 0.8, zorder=1)
+            ax.add_patch(FancyBboxPatch((x - node_w / 2, y - node_h / 2), node_w, node_h,
+                                        boxstyle="round,pad=0.02,rounding_size=0.1", fc=color,
+                                        ec="#1d3557" if marked else "#555555", lw=2.4 if marked else 0.6,
+                                        ls="--" if marked else "-", zorder=2,
+                                        alpha=1.0 if c.status != "dropped" else 0.75))
+            ax.text(x, y, f"{c.token} {c.score:.2f}", ha="center", va="center", fontsize=fontsize, zorder=3,
+                    color="#222222" if c.status != "dropped" else "#555555")
             if c.status == "kept":
-                pos_next[c.slot] = (x + 0.75, y)
-        pos_prev = pos_next
-    ax.set_xlim(-prompt_w - 0.15, 2.0 * n_steps + 0.9)
-    ax.set_ylim(-0.7, per_step - 0.3)
+                pos_next[c.slot] = (x + node_w / 2, y)
+                on_next[c.slot] = marked
+        pos_prev, on_path = pos_next, on_next
+    ax.set_xlim(-prompt_w - 0.15, col * n_steps + node_w / 2 + 0.15)
+    ax.set_ylim(-row * 0.9, row * (per_step - 0.4))
     ax.axis("off")
-    handles = [plt.Rectangle((0, 0), 1, 1, fc=c, ec="#555555") for c in (NEW_COLOR, FINISHED_COLOR, DROPPED_COLOR)]
-    ax.legend(handles, ["保留（继续扩展）", "结束（进入候选结果）", "淘汰"], loc="upper center",
-              bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False, fontsize=8)
+    colors = (NEW_COLOR, FINISHED_COLOR, DROPPED_COLOR)
+    names = ["保留（继续扩展）", "结束（进入候选结果）", "淘汰"]
+    handles = [plt.Rectangle((0, 0), 1, 1, fc=c, ec="#555555") for c in colors]
+    if path:
+        handles.append(plt.Rectangle((0, 0), 1, 1, fc="white", ec="#1d3557", lw=2.4, ls="--"))
+        names.append("贪心解码的路径")
+    ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(names), frameon=False,
+              fontsize=fontsize - 1, handlelength=1.2, columnspacing=1.0)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=fontsize + 1)
     fig.tight_layout()
     return fig
