@@ -349,3 +349,32 @@ def test_real_tool_call_data(real_data_dir, name):
             check_rows(rows, ex, tok, "chat_template")
         except AssertionError as e:
             raise AssertionError(f"record {i}: {e}") from e
+
+
+def test_encode_dataset_keeps_records_whose_keys_differ_exactly():
+    """Arrow would give every record the union of all keys: a tool call's arguments would gain the other
+    call's argument names as null (and the template would render them), and a `tools` field present on
+    one record only could not be written. Each row must decode to exactly what apply_chat_template renders
+    for its own record."""
+    from utils.encode import encode_dataset
+    from utils.models import load_reference_tokenizer
+
+    tok = load_reference_tokenizer("qwen2_5")
+    tool = {"type": "function", "function": {"name": "add", "description": "add two numbers",
+                                             "parameters": {"type": "object", "properties": {}}}}
+
+    def call(args):
+        return [{"role": "user", "content": "算一下"},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"type": "function", "function": {"name": "add", "arguments": args}}]},
+                {"role": "tool", "content": "3"}, {"role": "assistant", "content": "结果是 3。"}]
+
+    records = [{"messages": call({"a": 1, "b": 2}), "tools": [tool]},
+               {"messages": call({"x": 5})},
+               {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}]
+    res = encode_dataset(records, tok, "chat_template")
+    assert res.rows == 3
+    for rec, ids in zip(records, res.dataset["input_ids"]):
+        want = tok.apply_chat_template(rec["messages"], tools=rec.get("tools"), tokenize=False)
+        assert tok.decode(ids) == want
+        assert "null" not in tok.decode(ids)

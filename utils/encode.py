@@ -82,6 +82,9 @@ from utils.templates import Segment, Template, TemplateLike, get_template
 __all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
            "encode_dataset", "records_to_dataset", "continuation_method", "tokenizer_fingerprint"]
 
+RECORD_JSON = "_record_json"
+"""Column of :func:`records_to_dataset`'s datasets: one record as JSON text per row."""
+
 IGNORE_INDEX = -100
 """Label of positions the loss ignores (PyTorch ``CrossEntropyLoss(ignore_index=-100)``)."""
 
@@ -686,9 +689,13 @@ def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Templa
     import numpy as np
     import pyarrow as pa
 
-    keys = list(batch)
-    n = len(batch[keys[0]]) if keys else 0
-    examples = [{k: batch[k][i] for k in keys if batch[k][i] is not None} for i in range(n)]
+    if RECORD_JSON in batch:
+        examples = [json.loads(text) for text in batch[RECORD_JSON]]
+        n = len(examples)
+    else:
+        keys = list(batch)
+        n = len(batch[keys[0]]) if keys else 0
+        examples = [{k: batch[k][i] for k in keys if batch[k][i] is not None} for i in range(n)]
     problems: list = []
     per_record = encode_batch(examples, tokenizer, template, max_length, truncation,
                               start_index=indices[0] if indices else 0, on_error=on_error, problems=problems,
@@ -754,13 +761,22 @@ def records_to_dataset(data: Any, cache_dir: str | None = None):
 
     An iterable (e.g. :func:`utils.formats.iter_records`) is written to an Arrow file in ``cache_dir``
     (default: a temporary folder removed at exit) and memory-mapped, so it never sits in RAM.
+
+    Records from a list or a stream are stored as one JSON text each (column ``_record_json``), not as
+    Arrow structs: Arrow gives every record the union of all records' keys, so a tool call's
+    ``arguments`` would gain other calls' argument names as ``null`` (and a chat template would render
+    them), and records whose keys differ (``tools`` on some) could not be written at all. A ``Dataset``
+    you pass is used as is.
+
+    >>> records_to_dataset([{"instruction": "Hi", "output": "Yo"}]).column_names
+    ['_record_json']
     """
     import datasets
 
     if isinstance(data, datasets.Dataset):
         return data
     if isinstance(data, (list, tuple)):
-        return datasets.Dataset.from_list(list(data))
+        return datasets.Dataset.from_dict({RECORD_JSON: [json.dumps(dict(r), ensure_ascii=False) for r in data]})
     # a stream (e.g. utils.formats.iter_records): write it to an Arrow file, memory-mapped, never all in RAM
     from datasets.arrow_writer import ArrowWriter
 
@@ -770,7 +786,7 @@ def records_to_dataset(data: Any, cache_dir: str | None = None):
     path = f"{cache_dir}/records-{next(tempfile._get_candidate_names())}.arrow"
     with ArrowWriter(path=path, writer_batch_size=10_000) as writer:
         for rec in data:
-            writer.write(dict(rec))
+            writer.write({RECORD_JSON: json.dumps(dict(rec), ensure_ascii=False)})
         writer.finalize()
     return datasets.Dataset.from_file(path)
 
