@@ -3,6 +3,7 @@ models, and its exercise answers; the notebook's hidden solution cells are re-ru
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +83,64 @@ def test_notebook_parameter_table_counts_every_parameter_once(ns, models):
     assert parts.loc["编码器 · 自注意力", "CausalLM（Llama）"] == 0
 
 
-def test_notebook_chat_and_completion_agree(ns):
-    assert ns["reply_chat"] == ns["reply_completion"].strip()
+def _outputs(path: Path) -> str:
+    import nbformat
+
+    texts = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            texts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+def test_notebook_server_answers_match_local_greedy_and_the_stated_counts(ns, models):
+    """Section 4 on the real server: every count the prose states, recomputed from the tokenizer and models."""
+    tok = models["tok"]
     assert ns["rendered"].endswith("assistant:")
+    assert not ns["server"].running()                     # the notebook stops its server
+    # completion on the base model: an e-mail, cut at max_tokens
+    base = ns["base_reply"]
+    assert base.choices[0].text == complete(models["causal"], tok, "How are you?", max_new_tokens=16)
+    assert base.choices[0].text.startswith(" Hope this email finds you well")
+    assert base.choices[0].finish_reason == "length"
+    assert len(tok("How are you?", add_special_tokens=False)["input_ids"]) == 4
+    assert base.usage.prompt_tokens == 5 == len(tok("How are you?")["input_ids"])   # + BOS
+    assert base.usage.completion_tokens == 16 and base.usage.total_tokens == 21
+    # chat on the chat model: the answer, stopped at </s> (counted, not shown)
+    chat_reply, as_completion = ns["chat_reply"], ns["as_completion"]
+    answer = chat_reply.choices[0].message.content
+    assert chat_reply.choices[0].message.role == "assistant" and chat_reply.choices[0].finish_reason == "stop"
+    assert answer.strip() == chat(models["chat"], tok, ns["messages"], max_new_tokens=24) == ns["reply_chat"]
+    n_answer = len(tok(answer, add_special_tokens=False)["input_ids"])
+    assert n_answer == 7 and chat_reply.usage.completion_tokens == n_answer + 1 == 8
+    # the same request as a completion of the rendered template: same answer, one more BOS in the prompt
+    assert as_completion.choices[0].text == answer and as_completion.usage.completion_tokens == 8
+    n_template = len(chat_prompt_ids(tok, ns["messages"])[0])
+    assert chat_reply.usage.prompt_tokens == n_template == 13
+    assert as_completion.usage.prompt_tokens == n_template + 1 == 14
+    assert tok(ns["rendered"])["input_ids"][:2] == [tok.bos_token_id] * 2
+    # streaming: one chunk per answer token
+    assert ns["pieces"] == [tok.decode([i]) for i in tok(answer, add_special_tokens=False)["input_ids"]]
+    assert len(ns["pieces"]) == 7
+    page = (NOTEBOOK.parents[1] / "hf_basic" / "01_model_types.md").read_text(encoding="utf-8")
+    assert f'"text": {json.dumps(base.choices[0].text)}' in page           # the page quotes the real responses
+    assert f'"content": {json.dumps(answer)}' in page and f'"text": {json.dumps(answer)}' in page
+    assert "、".join(f"`{p!r}`" for p in ns["pieces"][:3]) in page     # the first streamed chunks
+
+
+def test_notebook_prose_and_stored_outputs_state_the_measured_counts():
+    text, outputs = _markdown(NOTEBOOK), _outputs(NOTEBOOK)
+    for phrase in ("\"How are you?\" 的 4 个词元", "共 5 个", "生成的词元数（16）", "回答的 7 个词元加上 `</s>`，共 8 个",
+                   "（13 个词元", "只有 `prompt_tokens` 差 1"):
+        assert phrase in text, phrase
+    for stored in ('"prompt_tokens": 5', '"completion_tokens": 16', '"text": " Hope this email finds you well',
+                   '"content": " The capital of France is Paris."', '"prompt_tokens": 13', '"prompt_tokens": 14',
+                   "prompt_tokens: 13 (chat) vs 14 (completion)", "'completion_tokens': 8"):
+        assert stored in outputs, stored
+    assert "127.0.0.1:" not in outputs        # the random port is not part of the stored outputs
+    page = (NOTEBOOK.parents[1] / "hf_basic" / "01_model_types.md").read_text(encoding="utf-8")
+    for phrase in ('"prompt_tokens": 5', '"prompt_tokens": 13', '"prompt_tokens": 14', "共 8 个", "多了 1 个"):
+        assert phrase in page, phrase
 
 
 def test_figure_script_draws_without_missing_glyphs(tmp_path):

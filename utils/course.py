@@ -17,7 +17,7 @@ BRANCH = "main"
 SETUP_CELL = f'''# 环境设置（每章相同）：在 Colab 中安装本课程的工具包；在本地（make lab）什么也不做。
 import sys
 if "google.colab" in sys.modules:
-    %pip install -q "llm-data-handbook @ git+{REPO_URL}@{BRANCH}"
+    %pip install -q "llm-data-handbook[serve] @ git+{REPO_URL}@{BRANCH}"
 from utils.course import setup_notebook
 setup_notebook()'''
 
