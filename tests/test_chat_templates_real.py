@@ -252,7 +252,7 @@ def test_tool_records_normalize():
     assert rec["messages"][3] == {"role": "tool", "content": '{"temp": 21, "sky": "sunny"}', "name": "get_weather"}
     for bad, field, reason in [
         ({"messages": [{"role": "user", "content": "Hi"}, {"role": "tool", "content": "x"}]},
-         "messages[1].role", "a tool message must follow an assistant message with tool_calls"),
+         "messages[1].role", "a tool message must follow an assistant message (its tool call)"),
         ({"messages": TOOL_CALL["messages"][:3]}, "messages[2]", "conversation ends with a tool call"),
         ({"messages": TOOL_CALL["messages"][:4]}, "messages[3]", "conversation ends with a tool result"),
         ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "",
