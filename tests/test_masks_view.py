@@ -196,3 +196,13 @@ def test_chatml_special_tokens_are_outlined_boxes_of_their_own():
     page = mask_html({"input_ids": ids}, tok, lang="zh")
     outlined = re.findall(r'<span style="[^"]*outline[^"]*" title="[^"]*">(.*?)</span>', page)
     assert [html.unescape(t) for t in outlined] == ["<|im_start|>", "<|im_end|>"] * 3
+
+
+def test_notebook_view_has_a_chinese_legend_by_default(tok):
+    from utils.encode import encode
+    from utils.viz import show_mask
+
+    row = encode({"instruction": "Hi", "output": "Hello"}, tok, "alpaca")
+    html = show_mask(row, tok).data
+    assert "参与训练（计算损失）" in html and "个参与训练" in html
+    assert "supervised 计算损失" not in html and " tokens, " not in html

@@ -179,8 +179,9 @@ def mask_html(row: Mapping[str, Any], tokenizer: Any, legend: bool = True, *, la
             f'word-break:break-all">{header}{"".join(parts)}</div>')
 
 
-def show_mask(row: Mapping[str, Any], tokenizer: Any, legend: bool = True, *, lang: str = "en+zh") -> Any:
-    """:func:`mask_html` wrapped for display in a notebook (the last expression of a cell).
+def show_mask(row: Mapping[str, Any], tokenizer: Any, legend: bool = True, *, lang: str = "zh") -> Any:
+    """:func:`mask_html` wrapped for display in a notebook (the last expression of a cell); the legend is
+    in Chinese by default, as in the course's notebooks (``lang="en+zh"`` for both languages).
 
     Example:
         >>> show_mask(encode(example, tokenizer, "vicuna"), tokenizer, lang="zh")  # doctest: +SKIP
