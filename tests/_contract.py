@@ -1,4 +1,4 @@
-"""The data contract (DESIGN.md rules 1-6) as one checker, shared by the encode tests.
+"""The data contract (README 设计与数据契约, rules 1-6) as one checker, shared by the encode tests.
 
 Everything expected here is computed independently of :mod:`utils.encode` and of the template code's
 reply finding: for ``chat_template`` the prompt ids of reply k come from

@@ -51,7 +51,7 @@ def leftovers(parent: Path) -> list[str]:
 
 
 def check_contract(rows, records, tokenizer, template_name: str) -> None:
-    """Rules 1-4 and 6 of DESIGN.md on every row, checked from the outside.
+    """Rules 1-4 and 6 of the data contract (README, 设计与数据契约) on every row, checked from the outside.
 
     The ids before each reply must be the tokenizer's ids of ``render_prompt`` of the history up to
     that reply (what inference sees); the reply and its EOS supervised; nothing else.

@@ -1,4 +1,4 @@
-"""utils.encode: the data contract (DESIGN.md rules 1-7), token by token, on every tokenizer and template."""
+"""utils.encode: the data contract (README 设计与数据契约, rules 1-7), token by token, on every tokenizer and template."""
 
 from __future__ import annotations
 

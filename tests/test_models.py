@@ -61,7 +61,7 @@ def test_chat_template_renders_the_manuals_form(tok):
     msgs = [{"role": "system", "content": "你是助手。"}, {"role": "user", "content": "你好"},
             {"role": "assistant", "content": "你好！"}, {"role": "user", "content": "What is 1+1?"},
             {"role": "assistant", "content": "2"}]
-    # Written by hand from DESIGN.md: system line, "human: {user}\n", "assistant:" + " {reply}</s>", "\n" between turns.
+    # Written by hand from the README's template description: system line, "human: {user}\n", "assistant:" + " {reply}</s>", "\n" between turns.
     # The template writes the one BOS itself (its text is tokenized without special tokens).
     expected = "<s>你是助手。\nhuman: 你好\nassistant: 你好！</s>\nhuman: What is 1+1?\nassistant: 2</s>"
     assert tok.apply_chat_template(msgs, tokenize=False) == expected

@@ -4,7 +4,7 @@
 ``datasets.Dataset`` (batched ``map``, fast tokenizers, optional ``num_proc``) and counts what happened
 (:class:`EncodeResult`). :func:`encode_prompt` gives the ids a model is given at inference time.
 
-How a row is built (the contract of DESIGN.md, rules 1-7):
+How a row is built (the data contract in the README's 设计与数据契约, rules 1-7):
 
 1. The template's :func:`utils.templates.segments` split the rendered text into untrained pieces (system,
    user, template text) and trained replies (each ending with the tokenizer's EOS text).

@@ -6,7 +6,7 @@ returns them) into training batches:
 - **Padding** (:func:`pad_collate` / :class:`PadCollator`): every row of a batch is padded to the
   longest row. ``labels`` are padded with ``-100`` (no loss) and ``attention_mask`` is built from
   the row *lengths*, never by comparing ids to the pad id: when ``pad_token == eos_token`` that
-  comparison would hide every EOS from the model (the classic bug, see FIELD_NOTES).
+  comparison would hide every EOS from the model (the classic bug; chapter 06 shows it).
 - **Packing** (:func:`pack` + :class:`PackedCollator`): several whole examples are concatenated into
   one row of at most ``max_length`` tokens. ``position_ids`` restart at 0 for each example and the
   first label of each example is ``-100``, exactly as ``transformers.DataCollatorWithFlattening``

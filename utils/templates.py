@@ -37,7 +37,7 @@ The four templates (``TEMPLATES``), exactly:
 ``chat_template``
     The tokenizer's own Jinja chat template (``tokenizer.apply_chat_template``), for any real template,
     with or without ``{% generation %}`` blocks (it agrees with ``return_assistant_tokens_mask`` where
-    they exist). The rule (DESIGN.md, "The end of an assistant turn"):
+    they exist). The rule (the data contract, rule 2):
 
     * **End of turn.** The reply is supervised up to and including the template's *end-of-turn marker*
       (:meth:`ChatTemplate.end_of_turn`): what the template writes right after every reply, found by

@@ -26,7 +26,7 @@ VOCAB_SIZE = 2048
 # CJK ideographs, CJK symbols/punctuation, full-width forms: each such character becomes its own piece.
 CJK_PATTERN = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\u201c\u201d]"
 
-# The manual's human_assistant form (DESIGN.md): optional system line; per turn "human: {user}\n" and
+# The manual's human_assistant form (utils.templates): optional system line; per turn "human: {user}\n" and
 # "assistant:" + " {reply}</s>"; turns joined by "\n". The template writes BOS itself, like LLaMA's: the
 # text of apply_chat_template is tokenized without special tokens, so this is the one BOS, and the ids
 # equal tokenizer(render(example, "human_assistant")) — what the chat adapter is trained on.
