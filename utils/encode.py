@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, Mapping, Sequence
 
+from utils.formats import RecordError, check_record, detect_kind
 from utils.templates import Segment, Template, TemplateLike, get_template
 
 __all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
@@ -346,8 +347,6 @@ def _special_problem(example: Mapping[str, Any], plan: _Plan) -> tuple[str, str]
 
 def _rows_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, plan: _Plan,
                    index: int) -> list[list[Segment]]:
-    from utils.formats import RecordError, check_record, detect_kind
-
     if detect_kind(example) != "sft":  # e.g. KTO's label: false -- never trained as a plain SFT target
         try:
             check_record(example)

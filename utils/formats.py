@@ -228,7 +228,6 @@ _PART_HINTS = {
     "function_call": "put tool calls in the assistant message's 'tool_calls'",
     "tool_result": "put a tool's result in a message with role 'tool'",
 }
-_MESSAGE_KEYS = ("role", "content", "tool_calls", "reasoning_content", "name", "tool_call_id")
 
 
 def _content(turn: Mapping, text_key: str, f: str, role: str, may_be_empty: bool) -> str:
