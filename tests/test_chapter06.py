@@ -248,3 +248,23 @@ def test_modules_to_save_trains_whole_embedding_and_output_copies(tok):
         warnings.simplefilter("ignore", UserWarning)   # tied embeddings: peft trains two separate copies
         lora = get_peft_model(model, cfg)
     assert lora.get_nb_trainable_parameters()[0] == plain + 2 * vocab * hidden
+
+
+def test_variant_numbers_in_the_prose_are_the_shipped_variants(tok, table):
+    """The 150-step comparison adapters are loaded (not trained) in the notebook, so their numbers are
+    fixed: the prose of the notebook and the page states them."""
+    from utils.models import load_sft_variant
+
+    heldout = load_heldout()
+    masked = rates(evaluate(load_sft_variant("prompt_masked"), tok, heldout, "template"))
+    all_tokens = rates(evaluate(load_sft_variant("all_tokens"), tok, heldout, "template"))
+    bug = rates(evaluate(load_sft_variant("pad_eos_bug"), tok, heldout, "template"))
+    text, page = notebook_prose(), PAGE.read_text(encoding="utf-8")
+    # notebook: 150 steps beat 300 steps on the trained format
+    assert masked["correct"] > table.loc[LORA_TPL, "correct"]
+    assert f"150 步的模型按训练格式答对的比例（{masked['correct']:.0%}）比 300 步的（{table.loc[LORA_TPL, 'correct']:.0%}）" in text
+    # page: loss on every token vs masked prompt; the pad == eos bug
+    assert f"答对得更少（{all_tokens['correct']:.0%}，掩掉提示的是 {masked['correct']:.0%}）" in page
+    assert masked["stops_with_eos"] == 1 and bug["stops_with_eos"] == 0
+    assert "正确做法的模型 100% 以 EOS 结束，有这个 bug 的模型一个也没有停下（0%）" in page
+    assert bug["correct"] == 0 and bug["fact_right"] >= 0.5

@@ -200,3 +200,48 @@ def test_retraining_with_the_recipe_meets_the_bar(tok, heldout):
     assert losses[-1] < losses[0]
     r = rates(evaluate(model, tok, heldout, "template"))
     assert r["stops_with_eos"] >= BAR_EOS and r["correct"] >= BAR_CORRECT, r
+
+
+# ---------------------------------------------------------------------------------- chapter 6's variants
+
+@pytest.mark.parametrize("name", sorted(sft.VARIANTS))
+def test_shipped_variant_is_the_stated_training_run(tok, name):
+    """Each shipped comparison adapter is exactly ``train_lora(..., steps=VARIANT_STEPS, **VARIANTS[name])``:
+    retrain it here (~25 s on 2 idle cores) and compare every LoRA weight with the shipped file."""
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(2)
+    model, losses = sft.train_lora(load_causal_lm(), tok, sft_data.load_training_records(),
+                                   steps=sft.VARIANT_STEPS, progress=False, **sft.VARIANTS[name])
+    assert len(losses) == sft.VARIANT_STEPS and losses[-1] < losses[0]
+    shipped = load_file(str(ASSETS / "sft_variants" / name / "adapter_model.safetensors"))
+    trained = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(trained) == len(shipped) > 0
+    for key, value in shipped.items():
+        ours = [v for k, v in trained.items() if k.replace(".default", "") == key]
+        assert len(ours) == 1, key
+        torch.testing.assert_close(ours[0], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_variants_show_what_chapter_6_says_they_show(tok, heldout):
+    """Loss on every token makes the model write the prompt's template text itself; the pad == eos bug
+    removes stopping (and so the trained format) but not the facts; the recipe at 150 steps stops and
+    answers."""
+    from utils.models import load_sft_variant
+
+    masked = rates(evaluate(load_sft_variant("prompt_masked"), tok, heldout, "template"))
+    assert masked["stops_with_eos"] == 1 and masked["correct"] >= BAR_CORRECT
+    all_tokens = load_sft_variant("all_tokens")
+    raw = evaluate(all_tokens, tok, heldout[:4], "raw", max_new_tokens=16)["output"]
+    assert all(out.startswith("\nassistant:") for out in raw), raw.tolist()
+    assert rates(evaluate(all_tokens, tok, heldout, "template"))["correct"] < masked["correct"]
+    bug = rates(evaluate(load_sft_variant("pad_eos_bug"), tok, heldout, "template"))
+    assert bug["stops_with_eos"] < 0.5 * masked["stops_with_eos"] and bug["correct"] == 0
+    assert bug["fact_right"] >= 0.8
+
+
+def test_unknown_variant_is_a_clear_error():
+    from utils.models import load_sft_variant
+
+    with pytest.raises(ValueError, match="unknown SFT variant 'nope'.*all_tokens"):
+        load_sft_variant("nope")

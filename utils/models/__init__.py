@@ -4,6 +4,8 @@
   and the manual's ``human:`` / ``assistant:`` chat template.
 - :func:`load_causal_lm`: the *base* model, a tiny Llama-style decoder that continues text.
 - :func:`load_chat_lm`: the base model with the shipped LoRA adapter (instruction-tuned) merged in.
+- :func:`load_sft_variant`: chapter 6's comparison adapters (150 steps: the recipe, loss on every token,
+  the pad == eos bug), so the chapter can compare them without training each one.
 - :func:`load_seq2seq_lm`: a tiny T5 (encoder-decoder), from :mod:`utils.models.seq2seq`.
 - :func:`load_reference_tokenizer`: a *real* tokenizer shipped as data (GPT-2, Qwen2.5-Instruct with its
   ChatML template, Mistral v0.3), to see what real tokenizers and chat templates do; see
@@ -79,6 +81,27 @@ def load_chat_lm(merge: bool = True):
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(load_causal_lm(), str(_asset("chat_adapter")))
+    model = model.merge_and_unload() if merge else model
+    return model.eval()
+
+
+def load_sft_variant(name: str, merge: bool = True):
+    """One of chapter 6's shipped comparison adapters on the base model (``utils/assets/sft_variants/NAME``).
+
+    ``name`` is a key of :data:`utils.models.sft.VARIANTS`: ``"prompt_masked"`` (the recipe, 150 steps),
+    ``"all_tokens"`` (loss on the prompt too) or ``"pad_eos_bug"`` (every real EOS masked by the classic
+    pad == eos collator bug). Each is exactly ``train_lora(base, tokenizer, records, steps=150, **VARIANTS[name])``.
+
+    >>> type(load_sft_variant("all_tokens")).__name__
+    'LlamaForCausalLM'
+    """
+    from peft import PeftModel
+
+    from utils.models.sft import VARIANTS
+
+    if name not in VARIANTS:
+        raise ValueError(f"unknown SFT variant {name!r}; choose one of {sorted(VARIANTS)}")
+    model = PeftModel.from_pretrained(load_causal_lm(), str(_asset(f"sft_variants/{name}")))
     model = model.merge_and_unload() if merge else model
     return model.eval()
 

@@ -1,6 +1,6 @@
 """Build or check the shipped tiny checkpoints.
 
-    python -m utils.models build [--only data|tokenizer|causal|chat|seq2seq]
+    python -m utils.models build [--only data|tokenizer|causal|chat|variants|seq2seq]
     python -m utils.models check
 
 ``build`` retrains everything deterministically from the shipped corpus (a few minutes on 2 cores) and
@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-STEPS = ("data", "tokenizer", "causal", "chat", "seq2seq")
+STEPS = ("data", "tokenizer", "causal", "chat", "variants", "seq2seq")
 ASSET_DIRS = {"tokenizer": "tokenizer", "causal": "causal_lm", "chat": "chat_adapter",
-              "seq2seq": "seq2seq_lm"}
+              "variants": "sft_variants", "seq2seq": "seq2seq_lm"}
 
 
 def _size(path: Path) -> int:
@@ -55,6 +55,10 @@ def build(only: list[str] | None = None) -> None:
             from utils.models import sft
 
             sft.build(ASSETS / "chat_adapter")
+        elif step == "variants":
+            from utils.models import sft
+
+            sft.build_variants(ASSETS / "sft_variants")
         elif step == "seq2seq":
             from utils.models import seq2seq
 
@@ -76,7 +80,10 @@ def check() -> int:
     logging.disable_progress_bar()
     import utils.models as m
 
+    from utils.models.sft import VARIANTS
+
     loaders = {"tokenizer": m.load_tokenizer, "causal": m.load_causal_lm, "chat": m.load_chat_lm,
+               "variants": lambda: [m.load_sft_variant(name) for name in VARIANTS][-1],
                "seq2seq": m.load_seq2seq_lm}
     problems, total = [], 0
     for step, sub in ASSET_DIRS.items():

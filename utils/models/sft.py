@@ -46,6 +46,13 @@ TEMPLATE = "human_assistant"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 STYLES = ("raw", "template")
 SCORES = ("stops_with_eos", "correct", "fact_right")
+VARIANT_STEPS = 150
+"""Steps of chapter 6's comparison runs (the in-notebook run and the shipped variants)."""
+VARIANTS = {"prompt_masked": {}, "all_tokens": {"masking": "all"}, "pad_eos_bug": {"pad_eos_bug": True}}
+"""The shipped comparison adapters (``utils/assets/sft_variants/NAME``): :func:`train_lora` with
+``steps=VARIANT_STEPS`` and these arguments. Chapter 6 trains ``prompt_masked`` live and loads the
+other two, so that the notebook stays under a minute; ``python -m utils.models build --only variants``
+retrains all three, and tests/test_sft.py retrains each and compares it with the shipped one."""
 
 _SENTENCE_END = re.compile(r"[.!?。！？\n]")
 
@@ -267,6 +274,11 @@ def compare(models: dict[str, Any], tokenizer, questions: Sequence[dict], styles
     return pd.DataFrame(rows)
 
 
+def build_variants(root: Path) -> list[Path]:
+    """Train and save every adapter of :data:`VARIANTS` under ``root`` (one folder each)."""
+    return [build(root / name, steps=VARIANT_STEPS, **kwargs) for name, kwargs in VARIANTS.items()]
+
+
 def build(out_dir: Path, **kwargs) -> Path:
     """Train the chat adapter on the shipped data and save it (safetensors) to ``out_dir``."""
     from utils.models import load_causal_lm, load_tokenizer
@@ -287,7 +299,7 @@ def build(out_dir: Path, **kwargs) -> Path:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     r = rates(evaluate(model, tokenizer, load_heldout(), "template"))
-    print(f"chat adapter: {n_train:,} trainable parameters, {len(losses)} steps, final loss {losses[-1]:.3f}, "
+    print(f"{out_dir.name}: {n_train:,} trainable parameters, {len(losses)} steps, final loss {losses[-1]:.3f}, "
           f"{seconds:.1f} s; held-out (template): stops with EOS {r['stops_with_eos']:.0%}, "
           f"correct {r['correct']:.0%}")
     return out_dir
