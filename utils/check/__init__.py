@@ -66,15 +66,19 @@ def _first_facts(r: Any) -> Facts:
     offsets = np.concatenate([[0], np.cumsum(r.lengths)])
     ends = np.flatnonzero(r.span_end)
     facts = infer_ids(r.ids[offsets[:-1]], r.ids[ends])
-    if not facts.end_ids and len(ends):
-        after = ends[(ends + 1 < len(r.ids))]
-        after = after[r.row[np.minimum(after + 1, len(r.ids) - 1)] == r.row[after]]
-        late = infer_ids(np.array([]), r.ids[after + 1])
-        if late.end_ids:
-            facts.end_ids = late.end_ids
-            facts.notes.append(f"end id inferred as {next(iter(late.end_ids))}: it follows most supervised spans, "
-                               "masked")
+    after = ends[(ends + 1 < len(r.ids))]
+    after = after[r.row[np.minimum(after + 1, len(r.ids) - 1)] == r.row[after]]
+    late = infer_ids(np.array([]), r.ids[after + 1])
+    if late.end_ids and _share(r.ids[after + 1], late.end_ids) > _share(r.ids[ends], facts.end_ids):
+        facts.end_ids = late.end_ids
+        facts.notes = [n for n in facts.notes if not n.startswith("end")]
+        facts.notes.append(f"end id inferred as {next(iter(late.end_ids))}: it follows most supervised spans, "
+                           "masked")
     return facts
+
+
+def _share(values: np.ndarray, ids: frozenset) -> float:
+    return float(np.isin(values, list(ids)).mean()) if ids and len(values) else 0.0
 
 
 def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_length: int | None = None,

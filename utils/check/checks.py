@@ -341,8 +341,9 @@ def finish(state: State, tally: Tally, inferred_limit: bool) -> int | None:
     at = ends[ends[:, 0] == limit]
     if not len(at):
         return limit
-    near = hist[max(limit - 8, 1):limit] if limit < len(hist) else np.zeros(1)
-    count = int(hist[limit]) if limit < len(hist) else 0
-    if count >= 3 and count > 3 * float(near.mean() if len(near) else 0) + 2:
+    # a spike at the limit among examples that end with a supervised end marker (natural endings spread evenly)
+    ending = np.bincount(ends[:, 0], minlength=limit + 1)
+    near = ending[max(limit - 8, 1):limit]
+    if len(at) >= 3 and len(at) > 3 * float(near.mean() if len(near) else 0) + 2:
         tally.add("truncated_with_end", at[:, 1], at[:, 2])
     return limit
