@@ -119,6 +119,8 @@ def test_utils_sets_are_clean(workdir, name):
     report = json.loads(text)
     assert status == 0 and report["exit_status"] == 0, text
     assert report["tokenizer"] is not None and report["template"] == template
+    # every reply's prompt boundary was checked against the template's prompt ending and a fresh tokenization
+    assert report["boundaries"] == {"checked": report_replies(out), "unchecked": 0}
     assert levels(report, "error") == set()
     rows = datasets.load_from_disk(str(out))
     dups = duplicates(rows["input_ids"])  # the shipped files hold planted duplicate records
@@ -135,6 +137,17 @@ def test_utils_sets_are_clean(workdir, name):
         assert infos == set()
     assert report["tokens"] == sum(map(len, rows["input_ids"]))
     assert report["supervised_tokens"] == sum(sum(v != -100 for v in labels) for labels in rows["labels"])
+
+
+def report_replies(out: Path) -> int:
+    """Supervised spans that follow a prompt (every reply of every example), counted from the rows."""
+    ds = datasets.load_from_disk(str(out))
+    positions = ds["position_ids"] if "position_ids" in ds.column_names else [None] * len(ds)
+    n = 0
+    for labels, pos in zip(ds["labels"], positions):
+        starts = {0} | ({i for i, p in enumerate(pos) if p == 0} if pos else set())
+        n += sum(1 for i, v in enumerate(labels) if v != -100 and (i in starts or labels[i - 1] == -100))
+    return n
 
 
 def test_table_output_and_streaming_in_small_batches(workdir, tiny):

@@ -17,7 +17,7 @@ one in ``stats.json``) enables ``over_length``; the truncation check infers the 
 
 Example:
     >>> import datasets, tempfile
-    >>> rows = {"input_ids": [[1, 5, 6, 2], [1, 5, 6, 2]], "labels": [[-100, 5, 6, 2], [-100, -100, -100, -100]]}
+    >>> rows = {"input_ids": [[1, 5, 6, 2], [1, 5, 6, 2]], "labels": [[-100, -100, 6, 2], [-100, -100, -100, -100]]}
     >>> path = tempfile.mkdtemp() + "/set"
     >>> datasets.Dataset.from_dict(rows).save_to_disk(path)  # doctest: +ELLIPSIS
     ...
@@ -164,6 +164,8 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
             "max_length": {"value": max_length or limit, "origin": limit_origin or ("inferred" if limit else None)},
             "end_ids": sorted(int(i) for i in state.facts.end_ids) if state else [],
             "bos_id": state.facts.bos_id if state else None,
+            "boundaries": {"checked": state.boundaries_checked if state else 0,
+                           "unchecked": state.boundaries_unchecked if state else 0},
             "notes": notes, "not_checked": not_checked, "findings": findings,
             "errors": errors, "warnings": sum(f["level"] == "warning" for f in findings),
             "exit_status": 1 if errors else 0}

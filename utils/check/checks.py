@@ -234,20 +234,21 @@ def _template_text(r: Rows, facts: Facts, masks_prompt: np.ndarray, tally: Tally
 
 def _boundaries(r: Rows, state: State, tally: Tally) -> None:
     """For each reply: does the masked prefix end exactly where the template's prompt text ends, and are its
-    tokens those of a fresh tokenization of that prompt text (contract rule 3)?"""
+    tokens those of a fresh tokenization of that prompt text (contract rule 3)? Decoded and re-encoded in
+    batches (the tokenizer's Rust batch calls)."""
     facts = state.facts
     first_of_example = np.flatnonzero(r.example_start)
-    ends = np.flatnonzero(r.span_end)
-    merged_rows, merged_pos, kinds, differ_rows, differ_pos = [], [], {"reply_start_masked": 0,
-                                                                       "prompt_end_supervised": 0}, [], []
-    for t, e in zip(np.flatnonzero(r.span_start), ends):
+    spans = []  # (start, end, example start, with BOS)
+    for t, e in zip(np.flatnonzero(r.span_start), np.flatnonzero(r.span_end)):
         a = first_of_example[r.example[t]]
-        if t - a < 2:
-            continue
-        with_bos = facts.bos_id is not None and r.ids[a] == facts.bos_id
-        prefix = r.ids[a + 1 if with_bos else a:t].tolist()
-        text = facts.decode(prefix)
-        head = facts.decode(r.ids[t:min(t + 8, e + 1)].tolist())
+        if t - a >= 2:
+            spans.append((t, e, a, facts.bos_id is not None and r.ids[a] == facts.bos_id))
+    if not spans:
+        return
+    texts = facts.decode_batch([r.ids[a + 1 if bos else a:t].tolist() for t, e, a, bos in spans])
+    heads = facts.decode_batch([r.ids[t:min(t + 8, e + 1)].tolist() for t, e, a, bos in spans])
+    merged, kinds, aligned = [], {"reply_start_masked": 0, "prompt_end_supervised": 0}, []
+    for span, text, head in zip(spans, texts, heads):
         joined, cut = text + head, len(text)
         best = None
         for end_text in facts.prompt_ends:
@@ -259,14 +260,19 @@ def _boundaries(r: Rows, state: State, tally: Tally) -> None:
             continue
         state.boundaries_checked += 1
         if best:
-            merged_rows.append(r.index[r.row[t]])
-            merged_pos.append(r.pos[t])
+            merged.append(span[0])
             kinds["prompt_end_supervised" if best > 0 else "reply_start_masked"] += 1
-        elif facts.encode(text, bool(with_bos)) != r.ids[a:t].tolist():
-            differ_rows.append(r.index[r.row[t]])
-            differ_pos.append(r.pos[t])
-    tally.add("boundary_merge", np.array(merged_rows, dtype=np.int64), np.array(merged_pos), **kinds)
-    tally.add("prompt_tokens_differ", np.array(differ_rows, dtype=np.int64), np.array(differ_pos))
+        else:
+            aligned.append((span, text))
+    differ = []
+    for bos in (False, True):
+        group = [(span, text) for span, text in aligned if span[3] == bos]
+        if group:
+            fresh = facts.encode_batch([text for _, text in group], bos)
+            differ += [span[0] for (span, _), ids in zip(group, fresh) if ids != r.ids[span[2]:span[0]].tolist()]
+    merged_at, differ_at = np.array(merged, dtype=np.int64), np.array(sorted(differ), dtype=np.int64)
+    tally.add("boundary_merge", r.index[r.row[merged_at]], r.pos[merged_at], **kinds)
+    tally.add("prompt_tokens_differ", r.index[r.row[differ_at]], r.pos[differ_at])
 
 
 def _positions(r: Rows, state: State, tally: Tally) -> None:

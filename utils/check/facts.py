@@ -51,6 +51,9 @@ class Facts:
     def encode(self, text: str, with_bos: bool) -> list[int]:
         return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=with_bos).ids
 
+    def encode_batch(self, texts: list[str], with_bos: bool) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=with_bos)]
+
 
 def _chat_markers(tokenizer: Any) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
     """Text markers of the tokenizer's chat template, its generation-prompt text, its end-of-turn text."""
