@@ -24,6 +24,7 @@ from utils.formats import iter_records
 from utils.models import load_reference_tokenizer, load_tokenizer
 
 SAMPLES = ROOT / "utils" / "data"
+TINY_DIR = ROOT / "utils" / "assets" / "tokenizer"
 QWEN_DIR = ROOT / "utils" / "assets" / "reference_tokenizers" / "qwen2_5"  # shipped with the package
 QUOTED = {"instruction": "Say hello in English, in quotes.", "input": "", "output": '"Hello"'}
 
@@ -314,6 +315,8 @@ def test_broken_no_supervised_token(tmp_path, good, tiny):
         rows["labels"][i] = [-100] * len(rows["labels"][i])
     finding = only_error(lint_rows(tmp_path, rows, tiny), "no_supervised")
     assert finding["rows"] == 2 and examples(finding) == [(3, None), (10, None)]
+    status, out, _ = run(["check", tmp_path / "broken", "--tokenizer", TINY_DIR, "--template", "alpaca"])
+    assert status == 1 and "no_supervised" in out and "3, 10" in out  # exit status 1: an error-level pitfall
 
 
 def test_broken_labels_shifted_before_saving(tmp_path, good, tiny):
@@ -431,6 +434,8 @@ def test_broken_packed_without_position_ids(tmp_path, packed, tiny):
     several = [i for i, p in enumerate(packed["position_ids"]) if restarts(p)]
     report = lint_rows(tmp_path, rows, tiny)
     assert report["exit_status"] == 0 and levels(report, "warning") == {"packed_without_boundaries"}
+    status, out, _ = run(["check", tmp_path / "broken", "--tokenizer", TINY_DIR, "--json"])
+    assert status == 0 and json.loads(out)["warnings"] == 1  # warnings only: exit status 0
     finding = found(report)["packed_without_boundaries"]
     assert finding["rows"] == len(several)
     assert finding["count"] == sum(len(restarts(p)) for p in packed["position_ids"])
@@ -535,3 +540,17 @@ def test_bad_input_exits_2_naming_the_path(tmp_path):
         assert status == 2 and str(path) in err and words in err and out == "", (path, err)
     status, _, err = run(["check", no_ids, "--tokenizer", tmp_path / "nope"])
     assert status == 2 and "nope" in err
+
+
+def test_readme_entry_matches_the_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### 检查准备好的数据集：`check`"):readme.index("### 速度与正确性（基准）")]
+    from utils.cli import build_parser
+
+    options = build_parser()._subparsers._group_actions[0].choices["check"].format_help()
+    for flag in ("--tokenizer", "--template", "--max-length", "--json"):
+        assert flag in section and flag in options
+    # the numbers it quotes are asserted above (test_trl_prompt_completion_alpaca, test_stanford_alpaca_preprocessing)
+    assert "TRL 和 Stanford `train.py` 的结果各有 3 条" in section and "15 条 Alpaca 样例" in section
+    assert len(alpaca_records()) == 15
+    assert "0 表示没有 error" in section and "1 表示至少一个 error" in section and "2 表示用法错误" in section
