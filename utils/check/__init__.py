@@ -50,7 +50,7 @@ _SHIPPED = "tiny (shipped)"
 def _opening(r: Any) -> np.ndarray | None:
     """The tokens every row of the first batch starts with (up to 8): a template's constant header."""
     offsets = np.concatenate([[0], np.cumsum(r.lengths)])
-    shortest = int(r.lengths.min()) if len(r.lengths) else 0
+    shortest = int(r.lengths.min()) if len(r.lengths) else 0  # an empty row: no common opening
     common = 0
     for j in range(min(8, shortest)):
         column = r.ids[offsets[:-1] + j]
@@ -65,7 +65,7 @@ def _first_facts(r: Any) -> Facts:
     of most supervised spans, or else the masked token right after most of them (the pad == eos trap)."""
     offsets = np.concatenate([[0], np.cumsum(r.lengths)])
     ends = np.flatnonzero(r.span_end)
-    facts = infer_ids(r.ids[offsets[:-1]], r.ids[ends])
+    facts = infer_ids(r.ids[offsets[:-1][r.lengths > 0]], r.ids[ends])
     after = ends[(ends + 1 < len(r.ids))]
     after = after[r.row[np.minimum(after + 1, len(r.ids) - 1)] == r.row[after]]
     late = infer_ids(np.array([]), r.ids[after + 1])
