@@ -26,6 +26,8 @@ from utils.models import load_reference_tokenizer, load_tokenizer
 SAMPLES = ROOT / "utils" / "data"
 TINY_DIR = ROOT / "utils" / "assets" / "tokenizer"
 QWEN_DIR = ROOT / "utils" / "assets" / "reference_tokenizers" / "qwen2_5"  # shipped with the package
+GPT2_DIR = ROOT / "utils" / "assets" / "reference_tokenizers" / "gpt2"
+MISTRAL_DIR = ROOT / "utils" / "assets" / "reference_tokenizers" / "mistral"
 QUOTED = {"instruction": "Say hello in English, in quotes.", "input": "", "output": '"Hello"'}
 
 
@@ -106,6 +108,8 @@ UTILS_SETS = {
     "tiny_vicuna_truncated": ("sft_sharegpt.jsonl", "vicuna", "--max-length", "150", "--truncation", "truncate"),
     "qwen_chat": ("sft_messages.jsonl", "chat_template", "--tokenizer", QWEN_DIR),
     "qwen_alpaca": ("alpaca_samples.jsonl", "alpaca", "--tokenizer", QWEN_DIR),
+    "gpt2_alpaca": ("alpaca_samples.jsonl", "alpaca", "--tokenizer", GPT2_DIR),  # BOS == EOS
+    "mistral_chat": ("sft_messages.jsonl", "chat_template", "--tokenizer", MISTRAL_DIR),  # SentencePiece, [INST]
     "qwen_chat_packed": ("sft_messages.jsonl", "chat_template", "--tokenizer", QWEN_DIR, "--pack", "--max-length",
                          "200"),
 }
@@ -115,7 +119,7 @@ UTILS_SETS = {
 def test_utils_sets_are_clean(workdir, name):
     data, template, *extra = UTILS_SETS[name]
     out = prepare(workdir, name, data, template, *extra)
-    args = ["--tokenizer", QWEN_DIR] if "--tokenizer" in extra else []  # tiny: found from stats.json
+    args = extra[extra.index("--tokenizer"):][:2] if "--tokenizer" in extra else []  # tiny: found from stats.json
     status, text, err = run(["check", out, "--json", *args])
     report = json.loads(text)
     assert status == 0 and report["exit_status"] == 0, text

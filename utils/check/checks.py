@@ -302,7 +302,8 @@ def _positions(r: Rows, state: State, tally: Tally) -> None:
             hit[max(T - j, 0):] = False
         room = (r.pos + k) <= r.lengths[r.row]
         evidence |= hit & room & (r.pos > 0)
-    if state.facts.tokenizer is not None and state.facts.bos_id is not None:
+    if state.facts.tokenizer is not None and state.facts.bos_id is not None and \
+            state.facts.bos_id not in state.facts.end_ids:  # GPT-2's BOS is its EOS, which ends every row
         evidence |= (r.ids == state.facts.bos_id) & (r.pos > 0)
     if not evidence.any():
         return
