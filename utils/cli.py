@@ -1,4 +1,4 @@
-"""The command line: ``python -m utils prepare | inspect | stats``.
+"""The command line: ``python -m utils prepare | inspect | stats | check`` (``check``: :mod:`utils.check`).
 
 ::
 
@@ -656,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Prepare training data (SFT, preference / KTO, pretraining text): encode with prompt masking, inspect "
         "masks, count tokens. "
         "Everything runs offline."))
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{prepare,inspect,stats}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{prepare,inspect,stats,check}")
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("data", nargs="+", help="data files or glob patterns: JSONL, JSON array, Parquet or .txt "
@@ -705,6 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--quiet", action="store_true", help="no progress bars")
     stats.add_argument("--drop-last", action="store_true", help="pretrain: drop the short last block")
     stats.set_defaults(run=_cmd_stats)
+
+    from utils.check.command import add_parser as add_check  # lint a prepared set: utils/check/
+
+    add_check(commands)
     return parser
 
 
