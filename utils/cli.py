@@ -570,11 +570,11 @@ def _nothing_left(stats: dict) -> str | None:
     return "0 rows: no record could be encoded"
 
 
-def _write_os_error(error: OSError, out: Path) -> CliError:
+def _write_os_error(error: OSError, out: Path, advice: str | None = None) -> CliError:
     """A disk-full / read-only / permission error met while writing ``out``, as one message (exit 1)."""
     from utils.output import describe_os_error
 
-    message = describe_os_error(error, out)
+    message = describe_os_error(error, out, advice=advice)
     if message is None:
         where = f"{error.filename}: " if getattr(error, "filename", None) else ""
         message = f"writing {out} failed: {where}{error.strerror or error}; nothing was written"
@@ -590,6 +590,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     specs = args.data if isinstance(args.data, (list, tuple)) else [args.data]
     inputs = _data_paths([str(s) for s in specs])
     out = Path(args.out)
+    stage = None
     try:
         with StagedOutput(out, inputs, overwrite=args.overwrite, command="prepare") as stage:
             dataset, stats, problems = prepare_file(args, str(stage.workdir), progress=not args.quiet)
@@ -600,7 +601,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             (stage.path / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n",
                                                    encoding="utf-8")
             stage.commit()
-    except (FileReadError, CliError, KeyboardInterrupt):
+    except KeyboardInterrupt as error:
+        error.committed = stage is not None and stage.committed  # Ctrl-C during the commit waits for it
+        raise
+    except (FileReadError, CliError):
         raise
     except OSError as error:
         raise _write_os_error(error, out) from None
@@ -622,7 +626,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     except (FileReadError, CliError):
         raise
     except OSError as error:
-        raise _write_os_error(error, scratch.parent / "utils-stats-*") from None
+        raise _write_os_error(error, scratch.parent / "utils-stats-*",
+                              "set TMPDIR to a folder with room for the encoded rows") from None
     for line in problems:
         print(f"skipped: {line}", file=sys.stderr)
     print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else _format_table(stats))
@@ -846,7 +851,10 @@ if hasattr(os, "register_at_fork"):
 def _interrupted(error: KeyboardInterrupt, args: argparse.Namespace) -> int:
     what = "terminated" if isinstance(error, _Terminated) else "interrupted"
     out = getattr(args, "out", None)
-    print(f"\n{what}; nothing written" + (f" to {out}" if out else ""), file=sys.stderr)
+    if getattr(error, "committed", False):
+        print(f"\n{what} after {out} was written (it is complete)", file=sys.stderr)
+    else:
+        print(f"\n{what}; nothing written" + (f" to {out}" if out else ""), file=sys.stderr)
     return 143 if isinstance(error, _Terminated) else EXIT_INTERRUPTED
 
 

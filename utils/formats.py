@@ -960,8 +960,9 @@ def _value_problem(value: Any, raw: bytes | None) -> RecordError | None:
     while stack:
         item, where, depth = stack.pop()
         if deep and depth > MAX_DEPTH:
-            return RecordError(where or "record", f"nested more than {MAX_DEPTH} levels deep (arrays / objects); "
-                                                  "a training record nests a few levels: check how it was written")
+            top = re.split(r"[.\[]", where, maxsplit=1)[0] if where and not where.startswith("record[") else "record"
+            return RecordError(top, f"nested more than {MAX_DEPTH} levels deep (arrays / objects); a training "
+                                    "record nests a few levels: check how it was written")
         if isinstance(item, str):
             if surrogates:
                 try:

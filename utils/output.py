@@ -483,7 +483,7 @@ class StagedOutput:
             self._check()
         except OutputError as error:
             raise OutputError(f"{error} (it changed while this run was working: another run writing the same "
-                              f"{self.option}?); nothing written", error.status) from None
+                              f"{self.option}?); nothing written", 1) from None
         with _deferred_signals():  # Ctrl-C waits until the rename is done and recorded
             if not os.path.lexists(out):
                 try:
@@ -543,22 +543,26 @@ def _errno_of(error: OSError) -> int | None:
     return None
 
 
-def describe_os_error(error: OSError, out: str | os.PathLike, option: str = "--out") -> str | None:
+def describe_os_error(error: OSError, out: str | os.PathLike, option: str = "--out",
+                      advice: str | None = None) -> str | None:
     """One sentence for an ``OSError`` met while writing ``out`` (disk full, read-only, permission denied),
-    naming the folder; None for other errors.
+    naming the nearest existing folder; None for other errors. ``advice`` replaces "choose another --out".
 
     >>> import errno
     >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device"), "out/ds")
-    'no space left on the device that holds out (writing out/ds); nothing was written: free some space or choose another --out'
+    'no space left on the device that holds . (writing out/ds); nothing was written: free some space or choose another --out'
     """
     code = _errno_of(error)
-    where = Path(os.path.dirname(os.path.abspath(out)) if Path(out).is_absolute() else os.path.dirname(out) or ".")
+    where = Path(out).parent
+    while not os.path.lexists(where) and where != where.parent:
+        where = where.parent
+    other = advice or f"choose another {option}"
     if code in _NO_SPACE:
-        return (f"no space left on the device that holds {where} (writing {out}); nothing was written: free some "
-                f"space or choose another {option}")
+        return f"no space left on the device that holds {where} (writing {out}); nothing was written: free some " \
+               f"space or {other}"
     if code == errno.EROFS:
-        return f"{where} is on a read-only file system (writing {out}); nothing was written: choose another {option}"
+        return f"{where} is on a read-only file system (writing {out}); nothing was written: {other}"
     if code in (errno.EACCES, errno.EPERM):
-        return (f"permission denied writing {error.filename or where} (for {out}); nothing was written: choose "
-                f"another {option} or check the folder's permissions")
+        return f"permission denied writing in {where} (for {out}); nothing was written: {other} or check the " \
+               "folder's permissions"
     return None
