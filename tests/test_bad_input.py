@@ -481,3 +481,31 @@ def test_disk_full_and_read_only_for_real(ws, capsys, options, expected):
         gc.collect()  # a failed run's memory-mapped files would keep the mount busy
         if subprocess.run(["umount", str(mount)]).returncode != 0:
             subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+# ---- stats and inspect read the same way ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["invalid_bytes.jsonl", "latin1.jsonl", "gbk.jsonl", "lone_surrogate.jsonl",
+                                  "deep_nesting.jsonl", "nested_120.jsonl", "utf-16"])
+def test_stats_and_inspect_give_the_same_message(ws, capsys, name):
+    if name == "utf-16":
+        path = ws.write("utf16.jsonl", "".join(json.dumps(r) + "\n" for r in GOOD).encode("utf-16"))
+    else:
+        path = ws.path(name)
+    first = lines(prepare_fails(ws, capsys, path))[0]
+    assert first.startswith(f"{path}:")
+    code, out, err = run(["stats", path, "--template", "alpaca", "--quiet"], capsys)
+    assert code == 1 and lines(err)[0] == first
+    code, out, err = run(["inspect", path, "--template", "alpaca", "--color", "never"], capsys)
+    assert lines(err)[0] == first
+    from utils.formats import iter_records
+
+    valid = len(list(iter_records(path, on_error="skip", problems=[])))
+    assert out.count("── example") == valid and code == (0 if valid else 1)
+
+
+def test_bad_json_line_keeps_its_column(ws, capsys):
+    """The line's own column, not one past its newline (a record cut short at its end)."""
+    path = ws.write("cut.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": "b"\n')
+    err = prepare_fails(ws, capsys, path)
+    assert lines(err)[0] == f"{path}:2: record: not valid JSON (Expecting ',' delimiter at column 35)"

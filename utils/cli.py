@@ -35,13 +35,28 @@ without it, the tiny tokenizer shipped with the package is used.
 when not empty. A record with tools is refused when the template does not write tool schemas into the
 text (it would be trained without them).
 
-``prepare`` writes nothing at ``OUT_DIR`` unless it succeeds (it works in a temporary folder beside it and
-renames it at the end) and refuses to replace an existing ``OUT_DIR`` without ``--overwrite``.
+``prepare`` writes nothing at ``OUT_DIR`` unless it succeeds, and never over the user's data
+(:mod:`utils.output`): it works in a hidden temporary folder beside it and publishes it with one atomic
+rename at the end; ``OUT_DIR`` must not be, hold or lie inside an input; ``--overwrite`` replaces only an
+earlier output of this toolkit (never a file or a folder of other files), swapping old and new in one step;
+an ``OUT_DIR`` that appears while the run works is never replaced. Temporary folders left by a killed
+run are removed by the next run (only those whose process has ended).
 
 Bad input: every problem is printed on its own line, ``FILE:LINE: field: reason`` (``FILE:[INDEX]:
 ...`` for a JSON array or Parquet), and the exit status is 1; with ``--on-error skip`` bad records are
-skipped and counted (``invalid`` in ``stats.json``). Usage errors (an unknown template, a missing
-tokenizer directory, a mix of kinds) exit with status 2.
+skipped and counted (``invalid`` in ``stats.json``). Text that is not UTF-8 is located to the line and
+byte offset, with its likely encoding (a UTF-8 byte-order mark is fine); lone surrogates and nesting
+deeper than :data:`utils.formats.MAX_DEPTH` are record problems too. A run that gives no rows at all
+(every record dropped as too long) is an error (status 1; ``stats`` still prints the counts). Usage
+errors (an unknown template, a missing or empty tokenizer directory, ``chat_template`` with a tokenizer
+that has none, a directory or FIFO given as data, an unreadable file, ``--num-proc`` outside 1..CPUs, an
+``--out`` that would destroy data) exit with status 2. A full or read-only disk is one line naming the
+folder (status 1). Ctrl-C prints one line and exits with 130 (SIGTERM: 143), leaving nothing behind.
+No traceback for any of these: a traceback is a bug.
+
+``--num-proc`` helps only when the tokenizer's own threads do not already keep every core busy (with
+``TOKENIZERS_PARALLELISM=false``, or more cores than it uses); a fast tokenizer on 2 cores was slower with
+``--num-proc 2`` than with 1.
 
 Example:
     >>> main(["stats", "utils/data/alpaca_samples.jsonl", "--template", "alpaca"])  # doctest: +SKIP
@@ -797,7 +812,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--num-proc", type=int, default=None, help=_NUM_PROC_HELP)
     prepare.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                          help="bad records: stop and list them all (default), or skip and count them")
-    prepare.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing --out directory written by an earlier "
+                         "run (never a file or a folder of other files)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bars")
     prepare.set_defaults(run=_cmd_prepare)
 

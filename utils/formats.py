@@ -1093,7 +1093,7 @@ def _raw_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
             except UnicodeDecodeError as e:
                 yield f"{name}:{lineno}", _not_utf8(raw, e, here)
                 continue
-            yield f"{name}:{lineno}", _parse(raw, text)
+            yield f"{name}:{lineno}", _parse(raw, text.rstrip("\r\n"))
 
 
 def file_kind(path: str | os.PathLike) -> str | None:
