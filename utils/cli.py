@@ -35,13 +35,28 @@ without it, the tiny tokenizer shipped with the package is used.
 when not empty. A record with tools is refused when the template does not write tool schemas into the
 text (it would be trained without them).
 
-``prepare`` writes nothing at ``OUT_DIR`` unless it succeeds (it works in a temporary folder beside it and
-renames it at the end) and refuses to replace an existing ``OUT_DIR`` without ``--overwrite``.
+``prepare`` writes nothing at ``OUT_DIR`` unless it succeeds, and never over the user's data
+(:mod:`utils.output`): it works in a hidden temporary folder beside it and publishes it with one atomic
+rename at the end; ``OUT_DIR`` must not be, hold or lie inside an input; ``--overwrite`` replaces only an
+earlier output of this toolkit (never a file or a folder of other files), swapping old and new in one step;
+an ``OUT_DIR`` that appears while the run works is never replaced. Temporary folders left by a killed
+run are removed by the next run (only those whose process has ended).
 
 Bad input: every problem is printed on its own line, ``FILE:LINE: field: reason`` (``FILE:[INDEX]:
 ...`` for a JSON array or Parquet), and the exit status is 1; with ``--on-error skip`` bad records are
-skipped and counted (``invalid`` in ``stats.json``). Usage errors (an unknown template, a missing
-tokenizer directory, a mix of kinds) exit with status 2.
+skipped and counted (``invalid`` in ``stats.json``). Text that is not UTF-8 is located to the line and
+byte offset, with its likely encoding (a UTF-8 byte-order mark is fine); lone surrogates and nesting
+deeper than :data:`utils.formats.MAX_DEPTH` are record problems too. A run that gives no rows at all
+(every record dropped as too long) is an error (status 1; ``stats`` still prints the counts). Usage
+errors (an unknown template, a missing or empty tokenizer directory, ``chat_template`` with a tokenizer
+that has none, a directory or FIFO given as data, an unreadable file, ``--num-proc`` outside 1..CPUs, an
+``--out`` that would destroy data) exit with status 2. A full or read-only disk is one line naming the
+folder (status 1). Ctrl-C prints one line and exits with 130 (SIGTERM: 143), leaving nothing behind.
+No traceback for any of these: a traceback is a bug.
+
+``--num-proc`` helps only when the tokenizer's own threads do not already keep every core busy (with
+``TOKENIZERS_PARALLELISM=false``, or more cores than it uses); a fast tokenizer on 2 cores was slower with
+``--num-proc 2`` than with 1.
 
 Example:
     >>> main(["stats", "utils/data/alpaca_samples.jsonl", "--template", "alpaca"])  # doctest: +SKIP
@@ -55,9 +70,7 @@ import glob
 import itertools
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -109,10 +122,26 @@ def load_tokenizer_arg(spec: str | None) -> Any:
                        "tokenizer.save_pretrained(DIR), or omit --tokenizer to use the course's tiny tokenizer.")
     if not path.is_dir():
         raise CliError(f"--tokenizer {spec!r} is a file; pass the directory that holds tokenizer.json")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise CliError(f"--tokenizer {spec!r}: this directory holds no tokenizer files (expected tokenizer.json, or "
+                       "tokenizer_config.json with its vocabulary files); pass the directory that "
+                       "tokenizer.save_pretrained(DIR) wrote")
     try:
         return _cached_tokenizer(str(path.resolve()))
-    except (OSError, ValueError) as error:
-        raise CliError(f"--tokenizer {spec!r}: cannot load a tokenizer from this directory ({error})") from None
+    except Exception as error:  # transformers / tokenizers raise many types for a broken directory
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise CliError(f"--tokenizer {spec!r}: cannot load a tokenizer from this directory ({reason})") from None
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model",
+                    "tiktoken.model", "vocab.txt")
+
+
+def _check_template(template: Any, tokenizer: Any, spec: str | None) -> None:
+    """A usage error, once, when ``chat_template`` is asked of a tokenizer that has none."""
+    if getattr(template, "name", None) == "chat_template" and not getattr(tokenizer, "chat_template", None):
+        raise CliError(f"--template chat_template: the tokenizer {_tokenizer_name(spec)!r} has no chat template; use "
+                       "--template alpaca, vicuna or human_assistant, or a tokenizer that has one")
 
 
 @functools.lru_cache(maxsize=4)
@@ -137,9 +166,27 @@ def _template(name: str) -> Any:
 
 
 def _data_path(path: str) -> Path:
+    """An input file that exists, is a regular file and can be read (else a usage error saying which)."""
+    import stat
+
     data = Path(path)
-    if not data.is_file():
-        raise CliError(f"{path}: no such file")
+    try:
+        mode = data.stat().st_mode
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except OSError as error:
+        raise CliError(f"{path}: cannot read it: {error.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise CliError(f"{path} is a directory; pass the data files in it (e.g. {Path(path) / '*.jsonl'})")
+    if not stat.S_ISREG(mode):
+        what = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise CliError(f"{path} is {what}; the reader needs a regular file (it reads each file more than once: "
+                       "its kind, then its records): save the data to a file first")
+    try:
+        with open(data, "rb"):
+            pass
+    except OSError as error:
+        raise CliError(f"{path}: cannot read it: {error.strerror}") from None
     return data
 
 
@@ -347,7 +394,7 @@ def _format_table(stats: dict[str, Any]) -> str:
                  ("last block", f"{stats['last_block_tokens']} tokens" if not stats["dropped_tokens"] else
                   f"dropped ({stats['dropped_tokens']} tokens)")]
     elif kind in ("preference", "kto"):
-        rows += [("records", stats["records"] + stats["invalid"]), ("invalid (skipped)", stats["invalid"]),
+        rows += [("records", stats["records"]), ("invalid (skipped)", stats["invalid"]),
                  ("dropped (too long)", stats["dropped"]), ("truncated", stats["truncated"]),
                  ("rows", stats["rows"]), ("prompt tokens", stats["prompt_tokens"]),
                  ("answer tokens (supervised)", stats["answer_tokens"]),
@@ -355,7 +402,7 @@ def _format_table(stats: dict[str, Any]) -> str:
         if kind == "kto":
             rows.append(("desirable / undesirable", f"{stats['desirable']} / {stats['undesirable']}"))
     else:
-        rows += [("records", stats["records"] + stats["invalid"]), ("invalid (skipped)", stats["invalid"]),
+        rows += [("records", stats["records"]), ("invalid (skipped)", stats["invalid"]),
                  ("dropped (too long)", stats["dropped"]), ("truncated", stats["truncated"]),
                  ("rows", stats["rows"]), ("tokens", stats["tokens"]),
                  ("supervised tokens", f"{stats['supervised_tokens']} ({stats['supervised_share']:.1%})"),
@@ -422,6 +469,8 @@ def _prepare_sft(paths: list[Path], tokenizer: Any, args: argparse.Namespace, wo
         stats["files"] = per_file
     stats["kind"] = "sft"
     stats["packed"] = bool(getattr(args, "pack", False))
+    if stats["packed"] and not len(dataset):
+        raise CliError(f"nothing left to pack: {_nothing_left(stats)}", EXIT_BAD_DATA)
     if stats["packed"]:
         from utils.packing import pack_dataset, packing_efficiency
 
@@ -513,6 +562,8 @@ def prepare_file(args: argparse.Namespace, workdir: str, progress: bool = True) 
         raise CliError(f"--pack packs SFT rows; {kind} rows are not packed"
                        + (" (pretraining blocks are always full: see --max-length)" if kind == "pretrain" else ""))
     tokenizer = load_tokenizer_arg(args.tokenizer)
+    if kind != "pretrain":
+        _check_template(_template(args.template), tokenizer, args.tokenizer)
     if kind == "sft":
         return _prepare_sft(paths, tokenizer, args, workdir, progress)
     if kind in ("preference", "kto"):
@@ -520,25 +571,58 @@ def prepare_file(args: argparse.Namespace, workdir: str, progress: bool = True) 
     return _prepare_pretrain(paths, tokenizer, args, workdir)
 
 
+def _nothing_left(stats: dict) -> str | None:
+    """Why a run gives no rows at all (every record dropped or invalid), or None when it gives some."""
+    if stats.get("rows", 0):
+        return None
+    if stats.get("kind") == "pretrain":
+        return (f"0 blocks: the {stats.get('tokens', 0)} tokens do not fill one block of --max-length "
+                f"{stats.get('max_length')} and --drop-last drops the rest")
+    dropped = stats.get("dropped", 0)
+    if dropped:
+        return (f"0 rows: every record was dropped ({dropped} longer than --max-length {stats.get('max_length')}); "
+                "raise --max-length, or pass --truncation truncate to keep their start")
+    return "0 rows: no record could be encoded"
+
+
+def _write_os_error(error: OSError, out: Path, advice: str | None = None) -> CliError:
+    """A disk-full / read-only / permission error met while writing ``out``, as one message (exit 1)."""
+    from utils.output import describe_os_error
+
+    message = describe_os_error(error, out, advice=advice)
+    if message is None:
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        message = f"writing {out} failed: {where}{error.strerror or error}; nothing was written"
+    return CliError(message, EXIT_BAD_DATA)
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    from utils.formats import FileReadError
+    from utils.output import StagedOutput
+
     if args.pack and not args.max_length:
         raise CliError("--pack needs --max-length (the length of a packed row)")
-    if out.exists() and not args.overwrite:
-        raise CliError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    specs = args.data if isinstance(args.data, (list, tuple)) else [args.data]
+    inputs = _data_paths([str(s) for s in specs])
+    out = Path(args.out)
+    stage = None
     try:
-        dataset, stats, problems = prepare_file(args, workdir, progress=not args.quiet)
-        staged = Path(workdir) / "out"
-        dataset.save_to_disk(str(staged))
-        (staged / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n",
-                                           encoding="utf-8")
-        if out.exists():  # --overwrite: swap only now that the new output is complete
-            out.rename(Path(workdir) / "old")
-        staged.rename(out)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with StagedOutput(out, inputs, overwrite=args.overwrite, command="prepare") as stage:
+            dataset, stats, problems = prepare_file(args, str(stage.workdir), progress=not args.quiet)
+            empty = _nothing_left(stats)
+            if empty:
+                raise CliError(f"{empty}; nothing written to {out}", EXIT_BAD_DATA)
+            dataset.save_to_disk(str(stage.path))
+            (stage.path / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n",
+                                                   encoding="utf-8")
+            stage.commit()
+    except KeyboardInterrupt as error:
+        error.committed = stage is not None and stage.committed  # Ctrl-C during the commit waits for it
+        raise
+    except (FileReadError, CliError):
+        raise
+    except OSError as error:
+        raise _write_os_error(error, out) from None
     for line in problems:
         print(f"skipped: {line}", file=sys.stderr)
     print(_format_table(stats))
@@ -547,14 +631,25 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    workdir = tempfile.mkdtemp(prefix="utils-stats-")
+    from utils.formats import FileReadError
+    from utils.output import ScratchDir
+
+    scratch = ScratchDir(prefix="utils-stats-")
     try:
-        _, stats, problems = prepare_file(args, workdir, progress=not args.quiet)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        with scratch as workdir:
+            _, stats, problems = prepare_file(args, str(workdir), progress=not args.quiet)
+    except (FileReadError, CliError):
+        raise
+    except OSError as error:
+        raise _write_os_error(error, scratch.parent / "utils-stats-*",
+                              "set TMPDIR to a folder with room for the encoded rows") from None
     for line in problems:
         print(f"skipped: {line}", file=sys.stderr)
     print(json.dumps(stats, ensure_ascii=False, indent=2) if args.json else _format_table(stats))
+    empty = _nothing_left(stats)
+    if empty:
+        print(f"error: {empty}", file=sys.stderr)
+        return EXIT_BAD_DATA
     return 0
 
 
@@ -625,29 +720,61 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if kind != "pretrain" and not args.template:
         raise CliError(f"--template is needed for {kind} data (alpaca, vicuna, human_assistant or chat_template)")
     tokenizer = load_tokenizer_arg(args.tokenizer)
+    if kind != "pretrain":
+        _check_template(_template(args.template), tokenizer, args.tokenizer)
     color = _use_color(args.color)
     problems: list[Any] = []
-    shown = 0
+    shown = failed = dropped = 0
     for title, row in _inspect_rows(paths, kind, tokenizer, args, problems):
+        failed += len(problems)
         for problem in problems:
             print(str(problem), file=sys.stderr)
         problems.clear()
         title = f"── {title} · {_tokenizer_name(args.tokenizer)} "
         if row is None:
             print(f"{title}── dropped: longer than --max-length {args.max_length}\n")
+            dropped += 1
             continue
         supervised = sum(label != IGNORE_INDEX for label in row["labels"])
         print(f"{title}· {len(row['input_ids'])} tokens, {supervised} supervised ──")
         print(mask_ansi(row, tokenizer, color=color))
         print()
         shown += 1
+    failed += len(problems)
     for problem in problems:
         print(str(problem), file=sys.stderr)
     legend = ("\x1b[30;42m supervised \x1b[0m \x1b[37;100m masked (label -100) \x1b[0m "
               "\x1b[97;41m wrong label \x1b[0m" if color else
               "[...] supervised tokens, | token boundary, {...} wrong label; · space, ⏎ newline")
     print(legend)
-    return 0 if shown or not problems else EXIT_BAD_DATA
+    if shown:
+        return 0
+    why = [f"{failed} invalid" if failed else "", f"{dropped} longer than --max-length" if dropped else ""]
+    print(f"error: no example to show ({', '.join(w for w in why if w) or 'no records'})", file=sys.stderr)
+    return EXIT_BAD_DATA
+
+
+_NUM_PROC_HELP = ("processes for encoding, 1 to the number of CPUs (default 1). It helps only when the tokenizer's "
+                  "own threads do not already keep every core busy (TOKENIZERS_PARALLELISM=false, or more cores "
+                  "than the tokenizer uses); with a fast tokenizer on 2 cores, 2 processes were slower than 1")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -682,16 +809,17 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--pack", action="store_true", help="pack whole examples into rows of --max-length")
     prepare.add_argument("--drop-last", action="store_true",
                          help="pretrain: drop the short last block (its tokens are counted in stats.json)")
-    prepare.add_argument("--num-proc", type=int, default=None, help="processes for encoding")
+    prepare.add_argument("--num-proc", type=int, default=None, help=_NUM_PROC_HELP)
     prepare.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                          help="bad records: stop and list them all (default), or skip and count them")
-    prepare.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing --out directory written by an earlier "
+                         "run (never a file or a folder of other files)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bars")
     prepare.set_defaults(run=_cmd_prepare)
 
     inspect = commands.add_parser("inspect", help="show the first examples with their label masks")
     common(inspect)
-    inspect.add_argument("-n", type=int, default=3, help="how many examples (default: 3)")
+    inspect.add_argument("-n", type=_positive_int, default=3, help="how many examples (default: 3)")
     inspect.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                          help="colour the mask (default: when writing to a terminal)")
     inspect.set_defaults(run=_cmd_inspect)
@@ -700,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(stats)
     stats.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                        help="bad records: stop and list them all (default), or skip and count them")
-    stats.add_argument("--num-proc", type=int, default=None, help="processes for encoding")
+    stats.add_argument("--num-proc", type=int, default=None, help=_NUM_PROC_HELP)
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.add_argument("--quiet", action="store_true", help="no progress bars")
     stats.add_argument("--drop-last", action="store_true", help="pretrain: drop the short last block")
@@ -712,12 +840,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (SIGINT), as shells report it (128 + 2); 143 after SIGTERM."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that temporary folders are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by tests/test_faults.py in a subprocess
+    raise _Terminated()
+
+
+_IN_RUN = False
+
+
+def _child_after_fork() -> None:
+    """Worker processes (``--num-proc``) leave Ctrl-C and SIGTERM to the main process, which stops them."""
+    if _IN_RUN:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_child_after_fork)
+
+
+def _interrupted(error: KeyboardInterrupt, args: argparse.Namespace) -> int:
+    what = "terminated" if isinstance(error, _Terminated) else "interrupted"
+    out = getattr(args, "out", None)
+    if getattr(error, "committed", False):
+        print(f"\n{what} after {out} was written (it is complete)", file=sys.stderr)
+    else:
+        print(f"\n{what}; nothing written" + (f" to {out}" if out else ""), file=sys.stderr)
+    return 143 if isinstance(error, _Terminated) else EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 bad data, 2 usage error)."""
+    """Run the command line; returns the exit status (0 ok, 1 bad data, 2 usage error, 130 interrupted).
+
+    Never a traceback for bad input or a fault of the environment: unreadable or non-UTF-8 files, an
+    ``--out`` that would destroy data, a full or read-only disk, Ctrl-C (exit 130, nothing left behind).
+    """
+    global _IN_RUN
+    import signal
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    if (getattr(args, "num_proc", None) or 1) > 1:
+    num_proc = getattr(args, "num_proc", None)
+    if num_proc is not None and not 1 <= num_proc <= _cpus():
+        print(f"error: --num-proc must be between 1 and {_cpus()} (the CPUs this process may use), got {num_proc}. "
+              "It helps only when the tokenizer's own threads do not already keep every core busy",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if (num_proc or 1) > 1:
         # worker processes share the cores; a tokenizer thread pool inherited over fork would deadlock
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if getattr(args, "quiet", False):
@@ -727,6 +906,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_length is not None and args.max_length < 2:
         print("error: --max-length must be at least 2", file=sys.stderr)
         return EXIT_USAGE
+    from utils.formats import FileReadError
+    from utils.output import OutputError
+
+    in_main_thread = hasattr(signal, "SIGTERM") and _in_main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    _IN_RUN = True
     try:
         return args.run(args)
     except CliError as error:
@@ -734,3 +919,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         print(f"error: {error}", file=sys.stderr)
         return error.status
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.status
+    except FileReadError as error:
+        print(f"error: {error}; nothing written", file=sys.stderr)
+        return EXIT_BAD_DATA
+    except KeyboardInterrupt as error:
+        return _interrupted(error, args)
+    except Exception as error:
+        # Ctrl-C inside a library's clean-up can surface as another error (``datasets``' multiprocess map
+        # raises TimeoutError while the KeyboardInterrupt is being handled): still an interruption
+        interrupt = _interrupt_in_chain(error)
+        if interrupt is None:
+            raise
+        return _interrupted(interrupt, args)
+    finally:
+        _IN_RUN = False
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _interrupt_in_chain(error: BaseException) -> KeyboardInterrupt | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

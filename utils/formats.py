@@ -111,7 +111,7 @@ from typing import Any, Iterator, Mapping
 __all__ = [
     "RecordError", "DataFormatError", "ROLE_ALIASES", "KINDS", "SUFFIXES", "detect_format", "detect_kind",
     "check_record", "normalize", "to_messages", "chat_of", "conversation_of", "from_seed_task", "iter_records",
-    "read_records", "validate_file", "file_kind",
+    "read_records", "validate_file", "file_kind", "FileReadError", "MAX_DEPTH",
 ]
 
 ROLE_ALIASES: dict[str, str] = {
@@ -872,14 +872,148 @@ SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 """File types :func:`iter_records` reads (anything else is read as JSONL / JSON array)."""
 
 
+MAX_DEPTH = 100
+"""Deepest nesting of arrays / objects a record may have (real records nest a few levels; a deeper one is
+refused with its place rather than crashing the JSON parser or a later step)."""
+
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"), (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+         (b"\xff\xfe", "UTF-16 (little-endian)"), (b"\xfe\xff", "UTF-16 (big-endian)"))
+_MAGIC = ((b"\x1f\x8b", "a gzip-compressed file: decompress it first (gunzip)"),
+          (b"\x28\xb5\x2f\xfd", "a zstd-compressed file: decompress it first (unzstd)"),
+          (b"PK\x03\x04", "a zip archive: extract the data file first"),
+          (b"PAR1", "a Parquet file: name it *.parquet"))
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class FileReadError(OSError):
+    """A data file that cannot be read at all (permission denied, an I/O error): not a record problem, so
+    ``on_error="skip"`` does not skip it. ``str``: ``"FILE: cannot read it: reason"``; ``errno`` and
+    ``filename`` are the underlying error's."""
+
+    def __init__(self, path: str, error: OSError):
+        reason = error.strerror or str(error)
+        super().__init__(error.errno, f"cannot read it: {reason}", path)
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.strerror}"
+
+
+def _open(path: Path):
+    """The one place data files are opened (binary: the readers decode and locate bad bytes themselves)."""
+    return open(path, "rb")
+
+
+def _hint_encoding(raw: bytes) -> str:
+    """What a line that is not UTF-8 probably is, and how to convert it."""
+    try:
+        text = raw.decode("gb18030")
+        if re.search("[\u4e00-\u9fff]", text):
+            return "it decodes as GBK / GB18030 (Chinese): convert the file, e.g. iconv -f GB18030 -t UTF-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        raw.decode("cp1252")
+        return ("it decodes as Latin-1 / Windows-1252: convert the file, e.g. iconv -f WINDOWS-1252 -t UTF-8 "
+                "(if that is its encoding)")
+    except UnicodeDecodeError:
+        return "convert the file to UTF-8 from the encoding it was written in (e.g. with iconv)"
+
+
+def _utf8_name(name: str) -> str:
+    stem, dot, suffix = os.path.basename(name).rpartition(".")
+    return f"{stem}.utf8.{suffix}" if dot else f"{suffix}.utf8"
+
+
+def _not_utf8(raw: bytes, error: UnicodeDecodeError, offset: int) -> RecordError:
+    column = len(raw[:error.start].decode("utf-8", errors="replace")) + 1
+    bad = raw[error.start:error.end].hex(" ").upper()
+    return RecordError("record", f"not UTF-8 text: byte {bad} at byte offset {offset + error.start} of the file "
+                                 f"(column {column}): {error.reason}; {_hint_encoding(raw)}")
+
+
+def _file_encoding_problem(head: bytes, name: str) -> str | None:
+    """Why a file cannot be UTF-8 JSON / text at all, from its first bytes (a UTF-16 BOM, gzip, NULs)."""
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return (f"the file is {encoding} text (it starts with that byte-order mark), not UTF-8: convert it, "
+                    f"e.g. iconv -f {encoding.split()[0]} -t UTF-8 {name} > {_utf8_name(name)}")
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return f"not text: this is {what}"
+    if b"\x00" in head:
+        nul = head.index(b"\x00")
+        return (f"not UTF-8 text: a NUL byte at byte offset {nul}; the file looks like UTF-16 without a byte-order "
+                "mark (convert it, e.g. iconv -f UTF-16LE -t UTF-8) or is not a text file")
+    return None
+
+
+def _value_problem(value: Any, raw: bytes | None) -> RecordError | None:
+    """A lone surrogate (``"\\ud800"``: valid JSON, not valid Unicode) or nesting deeper than :data:`MAX_DEPTH`
+    anywhere in a parsed record, with the field's path; walked without recursion, only when the raw text
+    could hold either."""
+    surrogates = raw is None or _SURROGATE_ESCAPE.search(raw) is not None
+    deep = raw is None or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+    if not surrogates and not deep:
+        return None
+    stack = [(value, "", 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if deep and depth > MAX_DEPTH:
+            top = re.split(r"[.\[]", where, maxsplit=1)[0] if where and not where.startswith("record[") else "record"
+            return RecordError(top, f"nested more than {MAX_DEPTH} levels deep (arrays / objects); a training "
+                                    "record nests a few levels: check how it was written")
+        if isinstance(item, str):
+            if surrogates:
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    return RecordError(where or "record", f"lone surrogate \\u{ord(item[e.start]):04x} at character "
+                                                          f"{e.start}: valid JSON but not valid Unicode (half of a "
+                                                          "UTF-16 pair, e.g. an emoji cut in two by the program that "
+                                                          "wrote the file); fix or remove the text")
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack.append((sub, path, depth + 1))
+                if surrogates:
+                    stack.append((key, path, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where or 'record'}[{i}]", depth + 1) for i, sub in enumerate(item))
+    return None
+
+
+def _parse(raw: bytes, text: str) -> Any:
+    """A JSON value, or a :class:`RecordError` saying why the text is not one."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RecordError("record", f"not valid JSON ({e.msg} at column {e.colno})")
+    except RecursionError:
+        return RecordError("record", f"nested more than {MAX_DEPTH} levels deep (arrays / objects): too deep to "
+                                     "parse; a training record nests a few levels: check how it was written")
+    return _value_problem(value, raw) or value
+
+
 def _raw(path: Path) -> Iterator[tuple[str, Any]]:
     """``(where, parsed or RecordError)`` for each record of a file, streamed.
 
     JSONL or a JSON array (from the first non-blank character), Parquet (``.parquet``, read in batches
     with pyarrow; null columns dropped from each row) or plain text (``.txt``: the whole file is one
-    ``{"text": ...}`` record -- one document per file).
+    ``{"text": ...}`` record -- one document per file). Text must be UTF-8 (a UTF-8 byte-order mark is
+    skipped); a line that is not gives its byte offset and the likely encoding, a UTF-16 / compressed file
+    one problem for the whole file. A file that cannot be read raises :class:`FileReadError`.
     """
     name = os.fspath(path)
+    try:
+        yield from _raw_records(path, name)
+    except FileReadError:
+        raise
+    except OSError as error:
+        raise FileReadError(name, error) from None
+
+
+def _raw_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -887,42 +1021,79 @@ def _raw(path: Path) -> Iterator[tuple[str, Any]]:
         try:
             parquet = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError with a message
+            if isinstance(e, OSError) and e.errno:
+                raise
             yield name, RecordError("record", f"not a readable Parquet file ({e})")
             return
         index = 0
         for batch in parquet.iter_batches(batch_size=1000):
-            for row in batch.to_pylist():
+            try:
+                rows = batch.to_pylist()
+            except UnicodeDecodeError as e:
+                yield f"{name}:[{index}]", RecordError("record", f"a string column is not valid UTF-8 ({e.reason})")
+                return
+            for row in rows:
                 yield f"{name}:[{index}]", {k: v for k, v in row.items() if v is not None}
                 index += 1
         return
-    if suffix == ".txt":
-        text = path.read_text(encoding="utf-8")
-        yield f"{name}:1", {"text": text[1:] if text.startswith("\ufeff") else text}
-        return
-    with open(path, encoding="utf-8") as f:
-        head = ""
-        while True:
-            ch = f.read(1)
-            if not ch or not ch.isspace() and ch != "\ufeff":
-                head = ch
-                break
-        f.seek(0)
-        if head == "[":
+    with _open(path) as f:
+        head = f.read(4096)
+        problem = _file_encoding_problem(head, name)
+        if problem:
+            yield f"{name}:1", RecordError("file", problem)
+            return
+        start = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+        if suffix == ".txt":
+            raw = head[start:] + f.read()
             try:
-                data = json.load(f)
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw.count(b"\n", 0, e.start) + 1
+                begin = raw.rfind(b"\n", 0, e.start) + 1
+                end = raw.find(b"\n", e.start)
+                shifted = UnicodeDecodeError(e.encoding, e.object, e.start - begin, e.end - begin, e.reason)
+                yield f"{name}:{line}", _not_utf8(raw[begin:end if end >= 0 else len(raw)], shifted, start + begin)
+                return
+            yield f"{name}:1", {"text": text}
+            return
+        first = head[start:].lstrip()[:1]
+        f.seek(start)
+        if first == b"[":
+            raw = f.read()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw.count(b"\n", 0, e.start) + 1
+                begin = raw.rfind(b"\n", 0, e.start) + 1
+                end = raw.find(b"\n", e.start)
+                shifted = UnicodeDecodeError(e.encoding, e.object, e.start - begin, e.end - begin, e.reason)
+                yield f"{name}:{line}", _not_utf8(raw[begin:end if end >= 0 else len(raw)], shifted, start + begin)
+                return
+            try:
+                data = json.loads(text)
             except json.JSONDecodeError as e:
                 yield f"{name}:{e.lineno}", RecordError("record", f"not valid JSON ({e.msg} at column {e.colno})")
                 return
+            except RecursionError:
+                yield f"{name}:1", RecordError("record", f"nested more than {MAX_DEPTH} levels deep (arrays / "
+                                                         "objects): too deep to parse")
+                return
+            scan = _SURROGATE_ESCAPE.search(raw) is not None or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
             for i, rec in enumerate(data):
-                yield f"{name}:[{i}]", rec
+                yield f"{name}:[{i}]", (_value_problem(rec, None) if scan else None) or rec
             return
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+        offset = start
+        for lineno, raw in enumerate(f, 1):
+            here = offset
+            offset += len(raw)
+            if not raw.strip():
                 continue
             try:
-                yield f"{name}:{lineno}", json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as e:
-                yield f"{name}:{lineno}", RecordError("record", f"not valid JSON ({e.msg} at column {e.colno})")
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield f"{name}:{lineno}", _not_utf8(raw, e, here)
+                continue
+            yield f"{name}:{lineno}", _parse(raw, text.rstrip("\r\n"))
 
 
 def file_kind(path: str | os.PathLike) -> str | None:
