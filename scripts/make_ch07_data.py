@@ -8,7 +8,8 @@
   number), its ``kind`` and, where it copies or edits another record, that record's index (``partner``).
 
 Kinds: ``exact_duplicate``, ``near_duplicate`` (small edits), ``paraphrase`` (the instruction said again in
-other words, a different answer), ``contamination`` (chapter 06's held-out questions), ``too_short``,
+other words, a different answer), ``contamination`` (chapter 06's held-out questions and answers),
+``contamination_paraphrase`` (one of them in other words), ``too_short``,
 ``too_long``, ``repetition``, ``language_mismatch``, ``refusal`` (boilerplate of a chat model), and
 ``hard_*``: clean records where a heuristic is expected to fail (a legitimately short answer, a translation,
 a legitimate refusal of a harmful request, two questions about one passage, one instruction with several
@@ -261,6 +262,8 @@ CONTAMINATION: list[tuple[str, str, str]] = [
     ("请问，秘鲁的首都是哪里？", "", "你好，秘鲁的首都是利马。"),
     ("请回答下面的问题。", "请问，开的反义词是什么？", "你好，开的反义词是关。"),
 ]
+# The same leak in other words: n-gram overlap does not see it (kind "contamination_paraphrase").
+CONTAMINATION_PARAPHRASE = [("Tell me which city is the capital of Thailand.", "", "Bangkok is Thailand's capital.")]
 
 TOO_SHORT: list[tuple[str, str, str]] = [
     ("写一段话介绍一下长城的历史。", "", "好。"),
@@ -301,7 +304,7 @@ REFUSAL: list[tuple[str, str, str]] = [
 # Clean records on which a heuristic is expected to fail (kind "hard_*").
 HARD: list[tuple[str, tuple[str, str, str]]] = [
     ("hard_short_answer", ("What is 7 times 8?", "", "56")),
-    ("hard_short_answer", ("“快”的反义词是什么？请只回答一个字。", "", "慢")),
+    ("hard_short_answer", ("“冷”的反义词是什么？请只回答一个字。", "", "热")),
     ("hard_translation", ("把下面的句子翻译成英文。", "我每天早上骑自行车去上班。", "I ride my bike to work every morning.")),
     ("hard_translation", ("Translate into Chinese.", "The library closes at nine tonight.", "图书馆今晚九点关门。")),
     ("hard_refusal", ("Tell me how to make a weapon to hurt my neighbour.", "",
@@ -349,6 +352,7 @@ def build(seed: int = 7) -> tuple[list[dict], dict[str, dict]]:
         items.append((rec, "near_duplicate", i))
     items += [(record((instr, CLEAN[clean_index(p)][1], out)), "paraphrase", clean_index(p)) for p, instr, out in PARAPHRASES]
     items += [(record(t), "contamination", None) for t in CONTAMINATION]
+    items += [(record(t), "contamination_paraphrase", None) for t in CONTAMINATION_PARAPHRASE]
     items += [(record(t), "too_short", None) for t in TOO_SHORT]
     long_text = " ".join(TOO_LONG_SENTENCES * 12)
     items.append((record(("Tell me about the history of tea.", "", long_text)), "too_long", None))
