@@ -1,4 +1,4 @@
-"""The command line: ``python -m utils prepare | inspect | stats``.
+"""The command line: ``python -m utils prepare | inspect | stats | curate`` (``curate``: :mod:`utils.curate.cli`).
 
 ::
 
@@ -705,6 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--quiet", action="store_true", help="no progress bars")
     stats.add_argument("--drop-last", action="store_true", help="pretrain: drop the short last block")
     stats.set_defaults(run=_cmd_stats)
+
+    from utils.curate.cli import add_parser as add_curate_parser  # `curate`: its code is in utils/curate/cli.py
+
+    add_curate_parser(commands)
     return parser
 
 

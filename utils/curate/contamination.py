@@ -1,0 +1,98 @@
+"""Decontamination: training texts that share a run of n tokens with an evaluation text.
+
+The rule of the GPT-3 paper (Brown et al., 2020, appendix C; later reports such as Llama 2's use the same
+idea on tokens): a training text is contaminated by an evaluation text when both contain the same
+``n``-gram. Here a token is an English word or a single CJK character (:func:`utils.curate.text.tokens`:
+NFKC, lower case, punctuation dropped), so one rule covers Chinese (n characters) and English (n words).
+
+Default ``n = 8``. GPT-3 used 13 words on long benchmark documents; our evaluation items are short
+questions and answers (chapter 06's held-out questions have 6–12 words, a Chinese question 8–20
+characters), which 13-grams would miss entirely. 8 tokens is longer than the stock phrases training
+records share by chance ("what is the capital of" is 5 words; "请写一首诗" 5 characters) but shorter
+than one leaked question. An evaluation text with fewer than ``n`` tokens (and at least
+``min_tokens``) is matched as a whole: a training text contaminated by it contains all its tokens in a
+row. Evaluation texts with fewer than ``min_tokens`` tokens are never matched (they would be everywhere).
+
+Example:
+    >>> evals = ["What is the capital of Greece?", "法国的首都是哪座城市？"]
+    >>> train = ["Q: what is the capital of greece A: Athens", "请介绍一下法国的首都是哪座城市以及它的历史", "Name a fruit."]
+    >>> [(h.index, h.eval_index, h.ngram) for h in find_contamination(train, evals)]
+    [(0, 0, 'what is the capital of greece'), (1, 1, '法国的首都是哪座')]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from utils.curate.text import CJK, tokens
+
+__all__ = ["Hit", "find_contamination", "DEFAULT_N"]
+
+DEFAULT_N = 8
+"""Default n-gram length in tokens (see the module docstring for why)."""
+
+import re as _re
+
+_CJK_CHAR = _re.compile(f"[{CJK}]")
+
+
+def _join(toks: Sequence[str]) -> str:
+    out = ""
+    for k, tok in enumerate(toks):
+        if k and not (_CJK_CHAR.match(tok) or _CJK_CHAR.match(toks[k - 1])):
+            out += " "
+        out += tok
+    return out
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A training text (``index``) that shares ``ngram`` (its first shared n-gram, tokens joined) with
+    evaluation text ``eval_index``; ``count`` distinct shared n-grams in all."""
+
+    index: int
+    eval_index: int
+    ngram: str
+    count: int = 1
+
+
+def find_contamination(texts: Iterable[str], eval_texts: Sequence[str], n: int = DEFAULT_N, *,
+                       min_tokens: int = 4) -> list[Hit]:
+    """One :class:`Hit` per (training text, evaluation text) pair sharing an ``n``-gram of tokens, in
+    order of ``index`` then ``eval_index`` (see the module docstring for tokens and short texts).
+
+    >>> find_contamination(["a b c d e f g h i"], ["x b c d e f g h i y"], n=8)[0].count
+    1
+    >>> find_contamination(["clean text"], ["x b c d e f g h i y"])
+    []
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    index: dict[tuple[str, ...], list[int]] = {}
+    lengths: set[int] = set()
+    for e, text in enumerate(eval_texts):
+        toks = tokens(text)
+        if len(toks) < min_tokens:
+            continue
+        k = min(n, len(toks))
+        lengths.add(k)
+        for start in range(len(toks) - k + 1):
+            grams = index.setdefault(tuple(toks[start:start + k]), [])
+            if not grams or grams[-1] != e:
+                grams.append(e)
+    hits: list[Hit] = []
+    for i, text in enumerate(texts):
+        toks = tokens(text)
+        found: dict[int, list] = {}
+        for k in sorted(lengths, reverse=True):
+            for start in range(len(toks) - k + 1):
+                gram = tuple(toks[start:start + k])
+                for e in index.get(gram, ()):
+                    if e in found:
+                        if gram not in found[e][1]:
+                            found[e][1].add(gram)
+                    else:
+                        found[e] = [gram, {gram}]
+        hits += [Hit(i, e, _join(first), len(grams)) for e, (first, grams) in sorted(found.items())]
+    return hits
