@@ -12,8 +12,8 @@ other words, a different answer), ``contamination`` (chapter 06's held-out quest
 ``contamination_paraphrase`` (one of them in other words), ``too_short``,
 ``too_long``, ``repetition``, ``language_mismatch``, ``refusal`` (boilerplate of a chat model), and
 ``hard_*``: clean records where a heuristic is expected to fail (a legitimately short answer, a translation,
-a legitimate refusal of a harmful request, two questions about one passage, one instruction with several
-inputs). A record that is not in the ground truth is a clean one.
+an answer in the language the instruction asks for, a legitimate refusal of a harmful request, two
+questions about one passage, one instruction with several inputs). A record that is not in the ground truth is a clean one.
 """
 
 from __future__ import annotations
@@ -271,15 +271,6 @@ TOO_SHORT: list[tuple[str, str, str]] = [
     ("Explain how vaccines train the immune system.", "", "OK"),
 ]
 
-TOO_LONG_SENTENCES = [
-    "The history of tea is long and full of detours.",
-    "Tea was first drunk in China, where it began as a medicine.",
-    "Over the centuries it spread along trade routes to Japan, India and the Middle East.",
-    "Merchants carried bricks of pressed tea on horseback across mountains.",
-    "In Europe it arrived in the seventeenth century and soon became fashionable.",
-    "Tea houses and tea gardens became places to meet, talk and do business.",
-]
-
 REPETITION: list[tuple[str, str, str]] = [
     ("写一句生日祝福。", "", "祝你生日快乐！" * 12),
     ("Give me a motivational sentence.", "", "Never give up. " * 15),
@@ -307,6 +298,7 @@ HARD: list[tuple[str, tuple[str, str, str]]] = [
     ("hard_short_answer", ("“冷”的反义词是什么？请只回答一个字。", "", "热")),
     ("hard_translation", ("把下面的句子翻译成英文。", "我每天早上骑自行车去上班。", "I ride my bike to work every morning.")),
     ("hard_translation", ("Translate into Chinese.", "The library closes at nine tonight.", "图书馆今晚九点关门。")),
+    ("hard_asked_language", ("用英语写一句生日祝福。", "", "Happy birthday! Wishing you a year full of joy and good health.")),
     ("hard_refusal", ("Tell me how to make a weapon to hurt my neighbour.", "",
                       "I can't help with hurting anyone. If you are in a conflict with your neighbour, talking to a mediator or your local council can help; if you feel in danger, please contact the police.")),
     ("hard_refusal", ("教我怎么偷偷查看别人的手机短信。", "",
@@ -354,10 +346,11 @@ def build(seed: int = 7) -> tuple[list[dict], dict[str, dict]]:
     items += [(record(t), "contamination", None) for t in CONTAMINATION]
     items += [(record(t), "contamination_paraphrase", None) for t in CONTAMINATION_PARAPHRASE]
     items += [(record(t), "too_short", None) for t in TOO_SHORT]
-    long_text = " ".join(TOO_LONG_SENTENCES * 12)
-    items.append((record(("Tell me about the history of tea.", "", long_text)), "too_long", None))
-    items.append((record(("介绍一下茶的历史。", "", "茶最早在中国被当作药材饮用，后来沿着商路传到日本、印度和中东。" * 40)),
-                  "too_long", None))
+    # too long: unrelated answers run together (a scraped page, a generator that did not stop)
+    english = [t[2] for t in CLEAN if not any("\u4e00" <= ch <= "\u9fff" for ch in t[0])]
+    chinese = [t[2] for t in CLEAN if any("\u4e00" <= ch <= "\u9fff" for ch in t[0])]
+    items.append((record(("Write a long essay on a topic of your choice.", "", "\n\n".join(english))), "too_long", None))
+    items.append((record(("写一篇长文，题目自拟。", "", "\n\n".join(chinese))), "too_long", None))
     items += [(record(t), "repetition", None) for t in REPETITION]
     items += [(record(t), "language_mismatch", None) for t in LANGUAGE_MISMATCH]
     items += [(record(t), "refusal", None) for t in REFUSAL]
@@ -368,6 +361,15 @@ def build(seed: int = 7) -> tuple[list[dict], dict[str, dict]]:
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     position = {old: new for new, old in enumerate(order)}
+    # a copy comes after the record it copies (so "keep the first" keeps the original): swap until true
+    moved = True
+    while moved:
+        moved = False
+        for old, (_, kind, partner) in enumerate(items):
+            if partner is not None and position[old] < position[partner]:
+                position[old], position[partner] = position[partner], position[old]
+                moved = True
+    order = sorted(position, key=position.get)
     pool = [items[old][0] for old in order]
     truth: dict[str, dict] = {}
     for old, (rec, kind, partner) in enumerate(items):
