@@ -232,14 +232,29 @@ def test_contamination_catches_a_planted_leak_and_nothing_in_a_clean_set():
                       "请回答：法国的首都是哪一座城市？答案是巴黎。"]
     hits = find_contamination(leaked, EVAL)
     assert [(h.index, h.eval_index) for h in hits] == [(5, 1), (6, 2)]
-    assert hits[0].ngram == "which river is the longest in africa and"  # the first shared 8 words
-    assert hits[1].ngram == "法国的首都是哪一"  # 8 characters
+    assert hits[0].ngram == "which river is the longest in africa and how long"  # the first shared 10 words
+    assert hits[1].ngram == "法国的首都是哪一座城"  # 10 characters
 
 
 def test_contamination_short_eval_texts_match_whole():
-    # 5 tokens < n = 8: the whole question must appear in a row
+    # 6 tokens < n = 10: the whole question must appear in a row
     assert [h.index for h in find_contamination(["Q: what is the capital of greece", "greece capital"],
                                                 ["What is the capital of Greece?"])] == [0]
+
+
+def test_contamination_default_n_on_chapter_06_train_and_held_out_sets():
+    """The docstring's measurement: chapter 06's training records and held-out questions + answers are
+    disjoint by construction; 8-grams still match their shared template, 10-grams do not; a held-out
+    question planted in a training record is caught."""
+    from utils.models.sft_data import load_heldout, load_training_records
+
+    train = [record_text(r) for r in load_training_records()]
+    held = [h["question"] + "\n" + h["answer"] for h in load_heldout()]
+    assert len({h.index for h in find_contamination(train, held, n=8)}) == 200
+    assert find_contamination(train, held) == []
+    leak = load_heldout()[5]
+    hits = find_contamination(train + [f"{leak['question']} {leak['answer']}"], held)
+    assert [(h.index, h.eval_index) for h in hits] == [(len(train), 5)]
 
 
 # ---- quality --------------------------------------------------------------------------------------

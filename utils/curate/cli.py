@@ -28,7 +28,7 @@ The report holds ``counts`` (records, removed per filter, kept), ``flags`` (qual
 
 ``--decontaminate EVAL_FILE`` (repeatable): evaluation texts, one per record (a record's
 :func:`~utils.curate.text.record_text`, or for other JSON objects -- e.g. ``{"question", "answer"}`` --
-their string values joined) or one per non-empty line of a ``.txt`` file. ``--novelty-seeds FILE``: seed
+the text fields of :data:`_TEXT_KEYS` joined) or one per non-empty line of a ``.txt`` file. ``--novelty-seeds FILE``: seed
 tasks (records or lines; a record's instruction is compared) for ``--novelty THRESHOLD`` (Self-Instruct:
 0.7).
 
@@ -49,7 +49,11 @@ from typing import Any, Mapping
 
 __all__ = ["add_parser", "run", "read_raw_records", "read_texts"]
 
-_FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+_TEXT_KEYS = ("question", "query", "prompt", "instruction", "input", "context", "passage", "choices", "answer",
+              "response", "output", "target", "text")
+"""Fields read, in this order, from an evaluation record that is not a training record (e.g.
+``{"question", "answer", "relation"}``: the question and the answer, not the label); other objects give
+all their string values."""
 
 
 def _errors():
@@ -110,7 +114,8 @@ def _loose_text(rec: Any) -> str:
         return record_text(rec)
     except (RecordError, ValueError, KeyError, TypeError):
         if isinstance(rec, Mapping):
-            return "\n".join(v for v in rec.values() if isinstance(v, str))
+            known = [rec[k] for k in _TEXT_KEYS if isinstance(rec.get(k), str)]
+            return "\n".join(known or [v for v in rec.values() if isinstance(v, str)])
         raise
 
 
@@ -184,7 +189,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--decontaminate", action="append", default=[], metavar="EVAL_FILE",
                      help="remove records sharing an n-gram with these evaluation texts (repeatable)")
     sub.add_argument("--contamination-n", type=int, default=None, metavar="N",
-                     help="n-gram length in tokens (words / CJK characters) for --decontaminate (default 8)")
+                     help="n-gram length in tokens (words / CJK characters) for --decontaminate (default 10)")
     sub.add_argument("--novelty", type=_unit, default=None, metavar="THRESHOLD",
                      help="Self-Instruct's ROUGE-L novelty filter on instructions (e.g. 0.7)")
     sub.add_argument("--novelty-seeds", default=None, metavar="FILE", help="seed tasks for --novelty")
