@@ -416,6 +416,23 @@ def test_cli_bad_input_names_file_and_line_and_writes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]  # nothing at OUT, no temp files
 
 
+def test_cli_on_error_skip_leaves_bad_records_out_and_lists_them(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"instruction": "A", "output": "A long enough answer."}\n{"instruction": "B"}\n', encoding="utf-8")
+    out = tmp_path / "kept.jsonl"
+    status, _, err = _run(["curate", data, "--out", out, "--on-error", "skip"], capsys)
+    assert status == 0 and f"{data}:2: output: missing" in err
+    report = json.loads((tmp_path / "kept.report.json").read_text(encoding="utf-8"))
+    assert report["invalid"] == [f"{data}:2: output: missing"] and report["counts"]["invalid"] == 1
+    assert out.read_text(encoding="utf-8").splitlines() == ['{"instruction": "A", "output": "A long enough answer."}']
+
+
+def test_quality_leaves_a_preference_pair_s_rejected_answer_alone():
+    pair = {"prompt": "Name a colour.", "chosen": "Blue is a colour.", "rejected": "As an AI language model, I cannot."}
+    assert quality_flags_record(pair) == []
+    assert quality_flags_record({**pair, "chosen": pair["rejected"]}) == ["refusal"]
+
+
 def test_cli_refuses_to_replace_out_without_overwrite(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps({"instruction": "A", "output": "A long enough answer."}) + "\n", encoding="utf-8")

@@ -4,12 +4,13 @@
 
     python -m utils curate DATA... --out OUT [--near-dup THRESHOLD|off] [--decontaminate EVAL_FILE]
         [--novelty-seeds FILE --novelty THRESHOLD] [--no-quality] [--min-chars N] [--max-chars N]
-        [--ngram N] [--overwrite]
+        [--ngram N] [--on-error stop|skip] [--overwrite]
 
 ``DATA`` is one or more JSONL, JSON-array or Parquet files (or glob patterns) in any record form
 :mod:`utils.formats` reads, each file in one form and one kind. Every record is validated first; bad
 records are listed one per line, ``FILE:LINE: field: reason`` (``FILE:[INDEX]`` in a JSON array or
-Parquet), the exit status is 1 and nothing is written. The filters are those of
+Parquet), the exit status is 1 and nothing is written; with ``--on-error skip`` they are left out of
+``OUT`` and listed in the report (``invalid``, counted in ``counts``). The filters are those of
 :func:`utils.curate.pipeline.curate`, in its order (exact → quality → contamination → near-duplicate →
 novelty), over all input files together: a record duplicated in a later file is removed there.
 
@@ -21,7 +22,7 @@ Output, in the input's own format, records unchanged and in their input order:
 - several inputs: ``OUT`` is a directory with one file per input under the input's file name (two
   inputs with the same name are an error) and ``OUT/report.json``.
 
-The report holds ``counts`` (records, removed per filter, kept), ``flags`` (quality flags raised),
+The report holds ``counts`` (invalid, records, removed per filter, kept), ``flags`` (quality flags raised),
 ``settings``, ``inputs`` / ``outputs`` and ``removed``: one entry per removed record with its
 ``location`` (``FILE:LINE``), ``filter``, ``reason``, ``partner`` and ``partner_location`` (the
 ``FILE:LINE`` of the record it duplicates, the evaluation text or the seed).
@@ -196,6 +197,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--no-quality", action="store_true", help="skip the quality heuristics")
     sub.add_argument("--min-chars", type=int, default=None, help="quality: shortest reply kept (default 5)")
     sub.add_argument("--max-chars", type=int, default=None, help="quality: longest record kept (default 10000)")
+    sub.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                     help="invalid records: stop and list them all (default), or leave them out and list them "
+                          "in the report")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     sub.set_defaults(run=run, max_length=None)
     if getattr(commands, "metavar", None) and "curate" not in commands.metavar:
@@ -256,11 +260,12 @@ def run(args: argparse.Namespace) -> int:
     located: list[tuple[Path, str, Any]] = []
     for path in paths:
         located += [(path, where, rec) for where, rec in read_raw_records(path, problems)]
-    if problems:
-        for line in problems:
-            print(line, file=sys.stderr)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems and args.on_error == "stop":
         n = len(problems)
-        raise CliError(f"{n} invalid record{'s' if n > 1 else ''}; nothing written (fix them first)", 1)
+        raise CliError(f"{n} invalid record{'s' if n > 1 else ''}; nothing written (fix them, or pass "
+                       "--on-error skip to leave them out and list them in the report)", 1)
 
     eval_texts, eval_where = [], []
     for spec in args.decontaminate:
@@ -287,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
     report_path = out / "report.json" if several else out.with_name(out.stem + ".report.json")
     report = {"inputs": [str(p) for p in paths], "outputs": [str(targets[p]) for p in paths],
               "report": str(report_path), **result.as_dict()}
+    report["invalid"] = problems
+    report["counts"] = {"invalid": len(problems), **report["counts"]}
     report["counts_per_file"] = {str(p): {"records": sum(1 for q, _, _ in located if q == p),
                                           "kept": len(kept_by_file[p])} for p in paths}
 
