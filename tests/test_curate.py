@@ -232,14 +232,29 @@ def test_contamination_catches_a_planted_leak_and_nothing_in_a_clean_set():
                       "请回答：法国的首都是哪一座城市？答案是巴黎。"]
     hits = find_contamination(leaked, EVAL)
     assert [(h.index, h.eval_index) for h in hits] == [(5, 1), (6, 2)]
-    assert hits[0].ngram == "which river is the longest in africa and"  # the first shared 8 words
-    assert hits[1].ngram == "法国的首都是哪一"  # 8 characters
+    assert hits[0].ngram == "which river is the longest in africa and how long"  # the first shared 10 words
+    assert hits[1].ngram == "法国的首都是哪一座城"  # 10 characters
 
 
 def test_contamination_short_eval_texts_match_whole():
-    # 5 tokens < n = 8: the whole question must appear in a row
+    # 6 tokens < n = 10: the whole question must appear in a row
     assert [h.index for h in find_contamination(["Q: what is the capital of greece", "greece capital"],
                                                 ["What is the capital of Greece?"])] == [0]
+
+
+def test_contamination_default_n_on_chapter_06_train_and_held_out_sets():
+    """The docstring's measurement: chapter 06's training records and held-out questions + answers are
+    disjoint by construction; 8-grams still match their shared template, 10-grams do not; a held-out
+    question planted in a training record is caught."""
+    from utils.models.sft_data import load_heldout, load_training_records
+
+    train = [record_text(r) for r in load_training_records()]
+    held = [h["question"] + "\n" + h["answer"] for h in load_heldout()]
+    assert len({h.index for h in find_contamination(train, held, n=8)}) == 200
+    assert find_contamination(train, held) == []
+    leak = load_heldout()[5]
+    hits = find_contamination(train + [f"{leak['question']} {leak['answer']}"], held)
+    assert [(h.index, h.eval_index) for h in hits] == [(len(train), 5)]
 
 
 # ---- quality --------------------------------------------------------------------------------------
@@ -399,6 +414,23 @@ def test_cli_bad_input_names_file_and_line_and_writes_nothing(tmp_path, capsys):
     assert f"{data}:2: output: missing" in err
     assert f"{data}:3: record: not valid JSON" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]  # nothing at OUT, no temp files
+
+
+def test_cli_on_error_skip_leaves_bad_records_out_and_lists_them(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"instruction": "A", "output": "A long enough answer."}\n{"instruction": "B"}\n', encoding="utf-8")
+    out = tmp_path / "kept.jsonl"
+    status, _, err = _run(["curate", data, "--out", out, "--on-error", "skip"], capsys)
+    assert status == 0 and f"{data}:2: output: missing" in err
+    report = json.loads((tmp_path / "kept.report.json").read_text(encoding="utf-8"))
+    assert report["invalid"] == [f"{data}:2: output: missing"] and report["counts"]["invalid"] == 1
+    assert out.read_text(encoding="utf-8").splitlines() == ['{"instruction": "A", "output": "A long enough answer."}']
+
+
+def test_quality_leaves_a_preference_pair_s_rejected_answer_alone():
+    pair = {"prompt": "Name a colour.", "chosen": "Blue is a colour.", "rejected": "As an AI language model, I cannot."}
+    assert quality_flags_record(pair) == []
+    assert quality_flags_record({**pair, "chosen": pair["rejected"]}) == ["refusal"]
 
 
 def test_cli_refuses_to_replace_out_without_overwrite(tmp_path, capsys):

@@ -4,12 +4,13 @@
 
     python -m utils curate DATA... --out OUT [--near-dup THRESHOLD|off] [--decontaminate EVAL_FILE]
         [--novelty-seeds FILE --novelty THRESHOLD] [--no-quality] [--min-chars N] [--max-chars N]
-        [--ngram N] [--overwrite]
+        [--ngram N] [--on-error stop|skip] [--overwrite]
 
 ``DATA`` is one or more JSONL, JSON-array or Parquet files (or glob patterns) in any record form
 :mod:`utils.formats` reads, each file in one form and one kind. Every record is validated first; bad
 records are listed one per line, ``FILE:LINE: field: reason`` (``FILE:[INDEX]`` in a JSON array or
-Parquet), the exit status is 1 and nothing is written. The filters are those of
+Parquet), the exit status is 1 and nothing is written; with ``--on-error skip`` they are left out of
+``OUT`` and listed in the report (``invalid``, counted in ``counts``). The filters are those of
 :func:`utils.curate.pipeline.curate`, in its order (exact → quality → contamination → near-duplicate →
 novelty), over all input files together: a record duplicated in a later file is removed there.
 
@@ -21,14 +22,14 @@ Output, in the input's own format, records unchanged and in their input order:
 - several inputs: ``OUT`` is a directory with one file per input under the input's file name (two
   inputs with the same name are an error) and ``OUT/report.json``.
 
-The report holds ``counts`` (records, removed per filter, kept), ``flags`` (quality flags raised),
+The report holds ``counts`` (invalid, records, removed per filter, kept), ``flags`` (quality flags raised),
 ``settings``, ``inputs`` / ``outputs`` and ``removed``: one entry per removed record with its
 ``location`` (``FILE:LINE``), ``filter``, ``reason``, ``partner`` and ``partner_location`` (the
 ``FILE:LINE`` of the record it duplicates, the evaluation text or the seed).
 
 ``--decontaminate EVAL_FILE`` (repeatable): evaluation texts, one per record (a record's
 :func:`~utils.curate.text.record_text`, or for other JSON objects -- e.g. ``{"question", "answer"}`` --
-their string values joined) or one per non-empty line of a ``.txt`` file. ``--novelty-seeds FILE``: seed
+the text fields of :data:`_TEXT_KEYS` joined) or one per non-empty line of a ``.txt`` file. ``--novelty-seeds FILE``: seed
 tasks (records or lines; a record's instruction is compared) for ``--novelty THRESHOLD`` (Self-Instruct:
 0.7).
 
@@ -49,7 +50,11 @@ from typing import Any, Mapping
 
 __all__ = ["add_parser", "run", "read_raw_records", "read_texts"]
 
-_FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+_TEXT_KEYS = ("question", "query", "prompt", "instruction", "input", "context", "passage", "choices", "answer",
+              "response", "output", "target", "text")
+"""Fields read, in this order, from an evaluation record that is not a training record (e.g.
+``{"question", "answer", "relation"}``: the question and the answer, not the label); other objects give
+all their string values."""
 
 
 def _errors():
@@ -110,7 +115,8 @@ def _loose_text(rec: Any) -> str:
         return record_text(rec)
     except (RecordError, ValueError, KeyError, TypeError):
         if isinstance(rec, Mapping):
-            return "\n".join(v for v in rec.values() if isinstance(v, str))
+            known = [rec[k] for k in _TEXT_KEYS if isinstance(rec.get(k), str)]
+            return "\n".join(known or [v for v in rec.values() if isinstance(v, str)])
         raise
 
 
@@ -184,13 +190,16 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--decontaminate", action="append", default=[], metavar="EVAL_FILE",
                      help="remove records sharing an n-gram with these evaluation texts (repeatable)")
     sub.add_argument("--contamination-n", type=int, default=None, metavar="N",
-                     help="n-gram length in tokens (words / CJK characters) for --decontaminate (default 8)")
+                     help="n-gram length in tokens (words / CJK characters) for --decontaminate (default 10)")
     sub.add_argument("--novelty", type=_unit, default=None, metavar="THRESHOLD",
                      help="Self-Instruct's ROUGE-L novelty filter on instructions (e.g. 0.7)")
     sub.add_argument("--novelty-seeds", default=None, metavar="FILE", help="seed tasks for --novelty")
     sub.add_argument("--no-quality", action="store_true", help="skip the quality heuristics")
     sub.add_argument("--min-chars", type=int, default=None, help="quality: shortest reply kept (default 5)")
     sub.add_argument("--max-chars", type=int, default=None, help="quality: longest record kept (default 10000)")
+    sub.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                     help="invalid records: stop and list them all (default), or leave them out and list them "
+                          "in the report")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     sub.set_defaults(run=run, max_length=None)
     if getattr(commands, "metavar", None) and "curate" not in commands.metavar:
@@ -251,11 +260,12 @@ def run(args: argparse.Namespace) -> int:
     located: list[tuple[Path, str, Any]] = []
     for path in paths:
         located += [(path, where, rec) for where, rec in read_raw_records(path, problems)]
-    if problems:
-        for line in problems:
-            print(line, file=sys.stderr)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems and args.on_error == "stop":
         n = len(problems)
-        raise CliError(f"{n} invalid record{'s' if n > 1 else ''}; nothing written (fix them first)", 1)
+        raise CliError(f"{n} invalid record{'s' if n > 1 else ''}; nothing written (fix them, or pass "
+                       "--on-error skip to leave them out and list them in the report)", 1)
 
     eval_texts, eval_where = [], []
     for spec in args.decontaminate:
@@ -282,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
     report_path = out / "report.json" if several else out.with_name(out.stem + ".report.json")
     report = {"inputs": [str(p) for p in paths], "outputs": [str(targets[p]) for p in paths],
               "report": str(report_path), **result.as_dict()}
+    report["invalid"] = problems
+    report["counts"] = {"invalid": len(problems), **report["counts"]}
     report["counts_per_file"] = {str(p): {"records": sum(1 for q, _, _ in located if q == p),
                                           "kept": len(kept_by_file[p])} for p in paths}
 

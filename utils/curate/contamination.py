@@ -5,23 +5,27 @@ idea on tokens): a training text is contaminated by an evaluation text when both
 ``n``-gram. Here a token is an English word or a single CJK character (:func:`utils.curate.text.tokens`:
 NFKC, lower case, punctuation dropped), so one rule covers Chinese (n characters) and English (n words).
 
-Default ``n = 8``. GPT-3 used 13 words on long benchmark documents; our evaluation items are short
-questions and answers (chapter 06's held-out questions have 6–12 words, a Chinese question 8–20
-characters), which 13-grams would miss entirely. 8 tokens is longer than the stock phrases training
-records share by chance ("what is the capital of" is 5 words; "请写一首诗" 5 characters) but shorter
-than one leaked question. An evaluation text with fewer than ``n`` tokens (and at least
-``min_tokens``) is matched as a whole: a training text contaminated by it contains all its tokens in a
-row. Evaluation texts with fewer than ``min_tokens`` tokens are never matched (they would be everywhere).
+Default ``n = 10``. GPT-3 used 13 words on long benchmark documents; our evaluation items are short
+questions and answers (chapter 06's held-out questions have 5–11 tokens, with the answer 9–21), which
+13-grams would mostly miss. Shorter n-grams match the stock phrases of templated data: chapter 06's
+training records and its held-out questions + answers are disjoint by construction, yet with ``n = 8``
+200 of the 504 training records share an 8-gram with them (``是什么颜色的你好``, the seam between the
+question template and the answer template); with ``n = 10`` (and 13) none does. A leaked question is
+still caught: an evaluation text with fewer than ``n`` tokens (and at least ``min_tokens``) is matched as
+a whole -- a training text contaminated by it contains all its tokens in a row. Evaluation texts with
+fewer than ``min_tokens`` tokens are never matched (they would be everywhere). Read the shared n-gram
+in each hit before deleting: templated data can still collide.
 
 Example:
     >>> evals = ["What is the capital of Greece?", "法国的首都是哪座城市？"]
     >>> train = ["Q: what is the capital of greece A: Athens", "请介绍一下法国的首都是哪座城市以及它的历史", "Name a fruit."]
     >>> [(h.index, h.eval_index, h.ngram) for h in find_contamination(train, evals)]
-    [(0, 0, 'what is the capital of greece'), (1, 1, '法国的首都是哪座')]
+    [(0, 0, 'what is the capital of greece'), (1, 1, '法国的首都是哪座城市')]
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -29,12 +33,10 @@ from utils.curate.text import CJK, tokens
 
 __all__ = ["Hit", "find_contamination", "DEFAULT_N"]
 
-DEFAULT_N = 8
+DEFAULT_N = 10
 """Default n-gram length in tokens (see the module docstring for why)."""
 
-import re as _re
-
-_CJK_CHAR = _re.compile(f"[{CJK}]")
+_CJK_CHAR = re.compile(f"[{CJK}]")
 
 
 def _join(toks: Sequence[str]) -> str:
@@ -64,6 +66,8 @@ def find_contamination(texts: Iterable[str], eval_texts: Sequence[str], n: int =
 
     >>> find_contamination(["a b c d e f g h i"], ["x b c d e f g h i y"], n=8)[0].count
     1
+    >>> find_contamination(["a b c d e f g h i"], ["x b c d e f g h i y"])  # n=10: no shared 10-gram
+    []
     >>> find_contamination(["clean text"], ["x b c d e f g h i y"])
     []
     """

@@ -4,7 +4,7 @@
   identical (case, full-width forms and whitespace do not count).
 - :func:`near_duplicates` -- MinHash signatures of each text's character shingles
   (:func:`~utils.curate.text.shingles`, so Chinese and English alike), indexed in a
-  ``datasketch.MinHashLSH``; every candidate pair the index returns is verified with the MinHash
+  ``datasketch.MinHashLSH`` tuned towards recall (:data:`LSH_WEIGHTS`); every candidate pair the index returns is verified with the MinHash
   estimate of its Jaccard similarity, and the pairs at or above ``threshold`` are joined into clusters
   (connected components). The first record of each cluster is kept, the others are removed.
 - :func:`jaccard` -- the exact Jaccard similarity of two shingle sets, to measure what MinHash misses
@@ -43,11 +43,12 @@ import numpy as np
 
 from utils.curate.text import normalize_text, shingles
 
-__all__ = ["NearDupResult", "exact_duplicates", "near_duplicates", "jaccard", "shingle_hashes", "minhash_lsh"]
+__all__ = ["NearDupResult", "LSH_WEIGHTS", "exact_duplicates", "near_duplicates", "jaccard", "shingle_hashes",
+           "minhash_lsh"]
 
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the rolling hash (2^64 / golden ratio)
 _LOW32 = np.uint64(0xFFFFFFFF)
-_BATCH = 2048
+_BATCH = 256  # texts hashed per numpy pass (speed is flat from 64 to 2,048; memory is not)
 
 
 def exact_duplicates(texts: Iterable[str]) -> list[list[int]]:
@@ -124,7 +125,8 @@ def _hash_chunk(norms: list[str], n: int) -> list[list[int]]:
         rid = np.repeat(np.arange(len(norms), dtype=np.uint64), windows)
         pos = np.concatenate([np.arange(s, s + w) for s, w in zip(starts, windows) if w]) if windows.any() else \
             np.zeros(0, dtype=np.int64)
-        keys = np.unique((rid << np.uint64(32)) | h[pos])
+        keys = np.sort((rid << np.uint64(32)) | h[pos])  # sort + neighbours: faster than np.unique's hash path
+        keys = keys[np.concatenate(([True], keys[1:] != keys[:-1]))] if len(keys) else keys
         owner = (keys >> np.uint64(32)).astype(np.int64)
         values = (keys & _LOW32).tolist()
         bounds = np.searchsorted(owner, np.arange(len(norms) + 1))
@@ -165,12 +167,25 @@ class NearDupResult:
     threshold: float = 0.7
 
 
-def minhash_lsh(threshold: float, num_perm: int):
-    """The ``datasketch.MinHashLSH`` index used (bands and rows chosen by datasketch for the threshold,
-    equal weights on false positives and false negatives)."""
+LSH_WEIGHTS = (0.2, 0.8)
+"""``weights`` of ``datasketch.MinHashLSH`` (false positives, false negatives). Every candidate is verified
+afterwards, so a false positive costs one comparison while a false negative is a duplicate lost: the
+index leans towards recall. At threshold 0.7 and 128 permutations datasketch then picks 18 bands of 7
+rows, and a pair with Jaccard 0.6 / 0.7 / 0.75 / 0.8 becomes a candidate with probability 0.40 / 0.79 /
+0.92 / 0.99 (``1 - (1 - J^7)^18``); with equal weights (14 bands of 9 rows) 0.13 / 0.44 / 0.67 / 0.87."""
+
+
+def minhash_lsh(threshold: float, num_perm: int, weights: tuple[float, float] = LSH_WEIGHTS):
+    """The ``datasketch.MinHashLSH`` index used: bands and rows chosen by datasketch for ``threshold`` and
+    :data:`LSH_WEIGHTS`.
+
+    >>> index = minhash_lsh(0.7, 128)
+    >>> index.b, index.r
+    (18, 7)
+    """
     from datasketch import MinHashLSH
 
-    return MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
 
 
 def near_duplicates(texts: Sequence[str] | Iterable[str], threshold: float = 0.7, num_perm: int = 128,

@@ -19,7 +19,9 @@ Flags (in this order):
   :data:`ZH_SHARE` = 0.5 of the tokens are CJK characters, ``"en"`` when at most :data:`EN_SHARE` = 0.1
   are, ``None`` in between) differs from the expected one. Fenced code blocks are left out first (code is
   English-looking in any language). Fails on translation tasks (a Chinese request for an English text):
-  :func:`quality_flags_record` skips instructions that mention translation.
+  :func:`quality_flags_record` skips instructions that mention translation. On the real LLaMA-Factory
+  Chinese Alpaca demo it flags 19 of 1,000 records: most are real defects (Chinese instructions answered
+  in English), a few are fine (a Chinese question about an English phrase, code without a fence).
 - ``"refusal"``: a boilerplate phrase of assistants that refuse or talk about themselves
   (:data:`REFUSAL_PATTERNS`, matched in the normalised text, e.g. "As an AI language model",
   "I'm sorry, but I cannot", "作为一个AI语言模型"). Fails on records *about* such phrases, and misses

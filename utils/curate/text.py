@@ -96,8 +96,9 @@ def record_text(record: Any, *, system: bool = False) -> str:
 
 def record_sides(record: Any) -> tuple[str, str]:
     """``(prompt, reply)`` texts of a record: the user turns and the assistant turns, each joined with
-    ``"\\n"`` (Alpaca: instruction and input / output; a seed task: every instance; preference / KTO: the
-    prompt / the answers; pretraining text and plain strings: ``("", text)``). System messages and tool
+    ``"\\n"`` (Alpaca: instruction and input / output; a seed task: every instance; preference: the
+    prompt / the chosen answer -- a rejected answer is meant to be bad, quality checks leave it alone;
+    KTO: the prompt / the completion; pretraining text and plain strings: ``("", text)``). System messages and tool
     results are in neither.
 
     >>> record_sides({"instruction": "Translate", "input": "你好", "output": "Hello"})
@@ -117,7 +118,7 @@ def record_sides(record: Any) -> tuple[str, str]:
         elif "text" in rec:
             reply.append(rec["text"])
         else:
-            for key in ("messages", "prompt", "chosen", "rejected", "completion"):
+            for key in ("messages", "prompt", "chosen", "completion"):  # a rejected answer is meant to be bad
                 for m in rec.get(key, ()):
                     if m.get("role") == "user":
                         prompt.append(_message_text(m))
