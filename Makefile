@@ -22,7 +22,7 @@ export TOKENIZERS_PARALLELISM := false
 export RAYON_NUM_THREADS := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test unit serve notebooks assets figures bench lock clean
+.PHONY: setup lab test unit serve notebooks assets figures bench bench-curate lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed, found " + sys.version'
@@ -58,6 +58,10 @@ figures: setup
 
 bench: setup
 	TOKENIZERS_PARALLELISM=true $(BIN)/python benchmarks/prepare_bench.py
+
+# near-duplicates at 200,000 records vs the plain datasketch loop; ROUGE-L vs MinHash (benchmarks/README.md)
+bench-curate: setup
+	$(BIN)/python benchmarks/curate_bench.py
 
 # Re-resolve constraints.txt from pyproject.toml (maintainers only; needs the package index).
 lock:

@@ -1,4 +1,5 @@
-"""The command line: ``python -m utils prepare | inspect | stats | check`` (``check``: :mod:`utils.check`).
+"""The command line: ``python -m utils prepare | inspect | stats | check | curate`` (``check``: :mod:`utils.check`;
+``curate``: :mod:`utils.curate.cli`).
 
 ::
 
@@ -783,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Prepare training data (SFT, preference / KTO, pretraining text): encode with prompt masking, inspect "
         "masks, count tokens. "
         "Everything runs offline."))
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{prepare,inspect,stats,check}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{prepare,inspect,stats,check,curate}")
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("data", nargs="+", help="data files or glob patterns: JSONL, JSON array, Parquet or .txt "
@@ -835,8 +836,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.set_defaults(run=_cmd_stats)
 
     from utils.check.command import add_parser as add_check  # lint a prepared set: utils/check/
+    from utils.curate.cli import add_parser as add_curate_parser  # `curate`: its code is in utils/curate/cli.py
 
     add_check(commands)
+    add_curate_parser(commands)
     return parser
 
 
