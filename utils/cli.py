@@ -257,11 +257,11 @@ def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Names
     template cannot encode (:class:`utils.encode.EncodeError`) -- each as ``FILE:LINE: field: reason``.
     With ``--on-error stop`` (default) any problem raises :class:`BadRecords` listing all of them.
     """
-    from utils.encode import encode_dataset, records_to_dataset
+    from utils.encode import LocationLog, encode_dataset, records_to_dataset
     from utils.formats import iter_records
 
     problems: list[Any] = []
-    where_of: list[str] = []  # FILE:LINE of each record, to place the errors the template finds
+    where_of = LocationLog(workdir)  # FILE:LINE of each record (on disk), to place the errors the template finds
 
     def located(stream):
         for where, record in stream:
@@ -294,7 +294,7 @@ def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Names
     return result, lines
 
 
-def _located_records(paths: list[Path], kind: str, problems: list, where_of: list):
+def _located_records(paths: list[Path], kind: str, problems: list, where_of: Any):
     """The normalized records of every file, in order; each one's ``FILE:LINE`` appended to ``where_of``."""
     from utils.formats import iter_records
 
@@ -429,8 +429,8 @@ def _prepare_sft(paths: list[Path], tokenizer: Any, args: argparse.Namespace, wo
         stats["rows"] = len(dataset)
         import pyarrow.compute as pc
 
-        packed_lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy().tolist()
-        stats["packing_efficiency"] = {"batch_size": 8, "padded": round(packing_efficiency(lengths.tolist(), 8), 4),
+        packed_lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+        stats["packing_efficiency"] = {"batch_size": 8, "padded": round(packing_efficiency(lengths, 8), 4),
                                        "packed": round(packing_efficiency(packed_lengths, 8), 4)}
     return dataset, stats, problems
 
@@ -442,11 +442,12 @@ def _check_problems(paths: list[Path], lines: list[str], args: argparse.Namespac
 
 def _prepare_preference(paths: list[Path], kind: str, tokenizer: Any, args: argparse.Namespace,
                         workdir: str) -> tuple[Any, dict, list[str]]:
+    from utils.encode import LocationLog
     from utils.preference import encode_preference_dataset
 
     template = _template(args.template)
     problems: list = []
-    where_of: list[str] = []
+    where_of = LocationLog(workdir)
     options = _encode_options(_chat_template_kwargs(args), encode_preference_dataset)
     result = encode_preference_dataset(_located_records(paths, kind, problems, where_of), tokenizer, template,
                                        kind=kind, max_length=args.max_length, truncation=args.truncation,
@@ -475,12 +476,13 @@ def _prepare_preference(paths: list[Path], kind: str, tokenizer: Any, args: argp
 
 def _prepare_pretrain(paths: list[Path], tokenizer: Any, args: argparse.Namespace,
                       workdir: str) -> tuple[Any, dict, list[str]]:
+    from utils.encode import LocationLog
     from utils.pretrain import prepare_pretrain
 
     if not args.max_length:
         raise CliError("--kind pretrain needs --max-length (the length of a block)")
     problems: list = []
-    where_of: list[str] = []
+    where_of = LocationLog(workdir)
     result = prepare_pretrain(_located_records(paths, "pretrain", problems, where_of), tokenizer, args.max_length,
                               restart_positions=getattr(args, "restart_positions", False),
                               remainder="drop" if getattr(args, "drop_last", False) else "keep", on_error="skip",
@@ -531,7 +533,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     try:
         dataset, stats, problems = prepare_file(args, workdir, progress=not args.quiet)
         staged = Path(workdir) / "out"
-        dataset.save_to_disk(str(staged))
+        shards = getattr(args, "num_shards", None)  # at most one shard per row
+        dataset.save_to_disk(str(staged), num_shards=min(shards, max(len(dataset), 1)) if shards else None)
         (staged / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n",
                                            encoding="utf-8")
         if out.exists():  # --overwrite: swap only now that the new output is complete
@@ -650,6 +653,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if shown or not problems else EXIT_BAD_DATA
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m utils``."""
     parser = argparse.ArgumentParser(prog="python -m utils", description=(
@@ -682,7 +691,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--pack", action="store_true", help="pack whole examples into rows of --max-length")
     prepare.add_argument("--drop-last", action="store_true",
                          help="pretrain: drop the short last block (its tokens are counted in stats.json)")
-    prepare.add_argument("--num-proc", type=int, default=None, help="processes for encoding")
+    prepare.add_argument("--num-proc", type=int, default=None,
+                         help="processes for encoding (default 1; helps only when the tokenizer's own threads leave "
+                              "cores idle, see benchmarks/README.md)")
+    prepare.add_argument("--num-shards", type=_positive_int, default=None, metavar="N",
+                         help="write the rows as N Arrow files (shards a trainer can stream; default: by size)")
     prepare.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                          help="bad records: stop and list them all (default), or skip and count them")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
