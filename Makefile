@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed, found " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[lab,dev,serve]"
+	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[lab,dev,serve,ray]"
 	$(BIN)/python -m utils.models check
 	touch $(STAMP)
 
@@ -66,7 +66,7 @@ bench-curate: setup
 # Re-resolve constraints.txt from pyproject.toml (maintainers only; needs the package index).
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
-	.lockenv/bin/pip install -q $(PIP_INDEX_ARGS) -e ".[lab,dev,serve]"
+	.lockenv/bin/pip install -q $(PIP_INDEX_ARGS) -e ".[lab,dev,serve,ray]"
 	.lockenv/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
 	rm -rf .lockenv
 

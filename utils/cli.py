@@ -305,11 +305,11 @@ def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Names
     template cannot encode (:class:`utils.encode.EncodeError`) -- each as ``FILE:LINE: field: reason``.
     With ``--on-error stop`` (default) any problem raises :class:`BadRecords` listing all of them.
     """
-    from utils.encode import encode_dataset, records_to_dataset
+    from utils.encode import LocationLog, encode_dataset, records_to_dataset
     from utils.formats import iter_records
 
     problems: list[Any] = []
-    where_of: list[str] = []  # FILE:LINE of each record, to place the errors the template finds
+    where_of = LocationLog(workdir)  # FILE:LINE of each record (on disk), to place the errors the template finds
 
     def located(stream):
         for where, record in stream:
@@ -342,7 +342,7 @@ def _encode_file(path: Path, tokenizer: Any, template: Any, args: argparse.Names
     return result, lines
 
 
-def _located_records(paths: list[Path], kind: str, problems: list, where_of: list):
+def _located_records(paths: list[Path], kind: str, problems: list, where_of: Any):
     """The normalized records of every file, in order; each one's ``FILE:LINE`` appended to ``where_of``."""
     from utils.formats import iter_records
 
@@ -479,8 +479,8 @@ def _prepare_sft(paths: list[Path], tokenizer: Any, args: argparse.Namespace, wo
         stats["rows"] = len(dataset)
         import pyarrow.compute as pc
 
-        packed_lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy().tolist()
-        stats["packing_efficiency"] = {"batch_size": 8, "padded": round(packing_efficiency(lengths.tolist(), 8), 4),
+        packed_lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+        stats["packing_efficiency"] = {"batch_size": 8, "padded": round(packing_efficiency(lengths, 8), 4),
                                        "packed": round(packing_efficiency(packed_lengths, 8), 4)}
     return dataset, stats, problems
 
@@ -492,11 +492,12 @@ def _check_problems(paths: list[Path], lines: list[str], args: argparse.Namespac
 
 def _prepare_preference(paths: list[Path], kind: str, tokenizer: Any, args: argparse.Namespace,
                         workdir: str) -> tuple[Any, dict, list[str]]:
+    from utils.encode import LocationLog
     from utils.preference import encode_preference_dataset
 
     template = _template(args.template)
     problems: list = []
-    where_of: list[str] = []
+    where_of = LocationLog(workdir)
     options = _encode_options(_chat_template_kwargs(args), encode_preference_dataset)
     result = encode_preference_dataset(_located_records(paths, kind, problems, where_of), tokenizer, template,
                                        kind=kind, max_length=args.max_length, truncation=args.truncation,
@@ -525,12 +526,13 @@ def _prepare_preference(paths: list[Path], kind: str, tokenizer: Any, args: argp
 
 def _prepare_pretrain(paths: list[Path], tokenizer: Any, args: argparse.Namespace,
                       workdir: str) -> tuple[Any, dict, list[str]]:
+    from utils.encode import LocationLog
     from utils.pretrain import prepare_pretrain
 
     if not args.max_length:
         raise CliError("--kind pretrain needs --max-length (the length of a block)")
     problems: list = []
-    where_of: list[str] = []
+    where_of = LocationLog(workdir)
     result = prepare_pretrain(_located_records(paths, "pretrain", problems, where_of), tokenizer, args.max_length,
                               restart_positions=getattr(args, "restart_positions", False),
                               remainder="drop" if getattr(args, "drop_last", False) else "keep", on_error="skip",
@@ -613,7 +615,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             empty = _nothing_left(stats)
             if empty:
                 raise CliError(f"{empty}; nothing written to {out}", EXIT_BAD_DATA)
-            dataset.save_to_disk(str(stage.path))
+            shards = getattr(args, "num_shards", None)  # at most one shard per row
+            dataset.save_to_disk(str(stage.path), num_shards=min(shards, max(len(dataset), 1)) if shards else None)
             (stage.path / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n",
                                                    encoding="utf-8")
             stage.commit()
@@ -811,6 +814,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--drop-last", action="store_true",
                          help="pretrain: drop the short last block (its tokens are counted in stats.json)")
     prepare.add_argument("--num-proc", type=int, default=None, help=_NUM_PROC_HELP)
+    prepare.add_argument("--num-shards", type=_positive_int, default=None, metavar="N",
+                         help="write the rows as N Arrow files (shards a trainer can stream; default: by size)")
     prepare.add_argument("--on-error", choices=("stop", "skip"), default="stop",
                          help="bad records: stop and list them all (default), or skip and count them")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing --out directory written by an earlier "

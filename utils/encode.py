@@ -44,7 +44,10 @@ How a row is built (the data contract in the README's 设计与数据契约, rul
 5. Over-long rows: ``truncation="drop"`` (default) returns None; ``"truncate"`` keeps the prompt whole
    and cuts the end of the last reply (a cut reply loses its EOS; if only untrained template text after
    the last reply is cut, the reply keeps it). A row whose prompt (everything before the last reply)
-   does not leave room for one reply token is dropped under both policies.
+   does not leave room for one reply token is dropped under both policies. A row with one reply that
+   is certainly over-long is dropped *before* it is tokenized (a 50 MB text would take ~144x its size
+   in the tokenizer): ``n`` characters give at least ``ceil(n / D)`` tokens, ``D`` from
+   :func:`chars_per_token_bound` (512 for Qwen2.5); the same rows and counts as tokenizing it.
 6. ``messages`` and ``conversations`` records become the same conversation before rendering (rule 7).
 7. ``chat_template_kwargs`` (e.g. ``{"enable_thinking": False}``) are passed to every rendering of
    ``chat_template`` (:func:`encode`, :func:`encode_rows`, :func:`encode_dataset`, :func:`encode_prompt`);
@@ -81,7 +84,8 @@ from utils.formats import RecordError, check_record, detect_kind
 from utils.templates import Segment, Template, TemplateLike, get_template
 
 __all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
-           "encode_dataset", "records_to_dataset", "continuation_method", "tokenizer_fingerprint"]
+           "encode_dataset", "records_to_dataset", "continuation_method", "tokenizer_fingerprint",
+           "chars_per_token_bound", "LocationLog"]
 
 RECORD_JSON = "_record_json"
 """Column of :func:`records_to_dataset`'s datasets: one record as JSON text per row."""
@@ -135,6 +139,14 @@ class _Plan:
         self.json_safe = all(t.isprintable() and '"' not in t and "\\" not in t for t in self.specials + self.stripping)
         self.method = continuation_method(tokenizer, backend)
         self._prefixes: dict = {}
+        self._chars_per_token: Any = False  # computed on first use (parses the tokenizer's JSON once)
+
+    @property
+    def chars_per_token(self) -> int | None:
+        """An upper bound on the characters one token covers (:func:`chars_per_token_bound`), or None."""
+        if self._chars_per_token is False:
+            self._chars_per_token = chars_per_token_bound(self.backend)
+        return self._chars_per_token
 
     def prefixes(self, tmpl: Template, tokenizer: Any) -> list[tuple[str, list[int]]]:
         """``(text, ids)`` of the template's constant prompt openings, longest first (see :func:`_prefixes`)."""
@@ -214,6 +226,89 @@ def continuation_method(tokenizer: Any, backend: Any = None) -> str:
             score["plain"] += backend.encode(text, add_special_tokens=False).ids == want
             score["anchor"] += backend.encode(eos + text, add_special_tokens=False).ids[1:] == want
     return "anchor" if score["anchor"] >= score["plain"] else "plain"
+
+
+# A normalizer may shrink the text before the model sees it. NFC composes a character and its combining
+# marks into one: since NFD(NFC(s)) == NFD(s), len(s) <= len(NFD(s)) <= _NFD_MAX * len(NFC(s)), where
+# _NFD_MAX is the longest canonical decomposition of one code point (4 in Unicode 14: e.g. U+1F82 →
+# α + ̓ + ̀ + ͅ; tests/test_encode.py checks it against unicodedata). Compatibility decompositions
+# (NFKC/NFKD) reach 18; other normalizers (Lowercase, Strip, NFD...) are not bounded here.
+_NFD_MAX = 4
+_GROWING_PRETOKENIZERS = {"ByteLevel", "Metaspace", "Digits", "Split", "Punctuation", "Sequence", "UnicodeScripts"}
+
+
+def chars_per_token_bound(backend: Any) -> int | None:
+    """``D`` such that any text of ``n`` characters tokenizes to at least ``ceil(n / D)`` tokens, or None
+    when this tokenizer gives no such guarantee. Used to drop over-long records before tokenizing them.
+
+    Proof sketch (for what this function accepts). The tokenizer splits out added tokens (each covers
+    its own text, at most ``L`` characters, ``L`` the longest token string), normalizes the rest, splits
+    it into words without removing characters, and the BPE model covers every character of a word by
+    tokens, each token touching at most ``len(token string)`` characters of the normalized text (for
+    byte-level BPE a token is ``len`` bytes, so at most as many characters; SentencePiece's ``▁`` stands
+    for one space; a byte-fallback token ``<0xNN>`` covers one byte). So normalized characters <=
+    ``L`` x tokens. Normalizers accepted never shrink the text (none, ``Prepend``, ``Replace`` by a string
+    at least as long), or shrink it by a known factor (NFC: ``_NFD_MAX``). Hence ``D = L x factor``.
+    Refused (None): a non-BPE model, BPE dropout, an unknown token that fuses runs of unknown characters
+    (without byte fallback), added tokens that swallow whitespace (``lstrip``/``rstrip``), pre-tokenizers
+    that remove characters (``Whitespace``, ``Split`` with ``behavior="removed"``), other normalizers.
+
+    >>> from utils.models import load_reference_tokenizer
+    >>> chars_per_token_bound(load_reference_tokenizer("qwen2_5").backend_tokenizer)  # 128-byte tokens x NFC's 4
+    512
+    """
+    try:
+        spec = json.loads(backend.to_str())
+    except Exception:  # pragma: no cover - a backend that cannot be serialised
+        return None
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or model.get("dropout"):
+        return None
+    vocab = model.get("vocab") or {}
+    if model.get("unk_token") is not None and model.get("fuse_unk"):
+        if not (model.get("byte_fallback") and all(f"<0x{b:02X}>" in vocab for b in range(256))):
+            return None  # a run of unknown characters could become one <unk>
+    added = spec.get("added_tokens") or []
+    if any(t.get("lstrip") or t.get("rstrip") for t in added):
+        return None
+
+    def pre_ok(p: Any) -> bool:
+        if p is None:
+            return True
+        kind = p.get("type")
+        if kind == "Sequence":
+            return all(pre_ok(q) for q in p.get("pretokenizers", []))
+        if kind in ("Split", "Punctuation") and str(p.get("behavior", "")).lower() == "removed":
+            return False
+        return kind in _GROWING_PRETOKENIZERS
+
+    def norm_factor(n: Any) -> int | None:
+        if n is None:
+            return 1
+        kind = n.get("type")
+        if kind == "Sequence":
+            factor = 1
+            for m in n.get("normalizers", []):
+                f = norm_factor(m)
+                if f is None:
+                    return None
+                factor *= f
+            return factor
+        if kind == "Prepend":
+            return 1
+        if kind == "Replace":
+            pattern = (n.get("pattern") or {}).get("String")
+            return 1 if pattern is not None and len(n.get("content", "")) >= len(pattern) else None
+        if kind == "NFC":
+            return _NFD_MAX
+        return None
+
+    factor = norm_factor(spec.get("normalizer"))
+    if factor is None or not pre_ok(spec.get("pre_tokenizer")):
+        return None
+    strings = vocab if isinstance(vocab, dict) else [t for t, *_ in vocab]
+    longest = max([len(t) for t in strings] + [len(t.get("content", "")) for t in added] + [4])
+    return longest * factor
 
 
 def _plan_key(tokenizer: Any) -> tuple:
@@ -470,6 +565,21 @@ def _tokenize_units(units: list[list[Segment]], tmpl: Template, tokenizer: Any, 
     return out
 
 
+def _certainly_dropped(segs: list[Segment], max_length: int, truncation: str, chars_per_token: int) -> bool:
+    """Is the row of ``segs`` dropped whatever its tokens are? Each piece of ``n`` characters gives at least
+    ``ceil(n / chars_per_token)`` tokens (:func:`chars_per_token_bound`), so a row of ``n`` characters has at
+    least ``ceil(n / chars_per_token)`` tokens. Only rows with one trained segment are decided here (a row
+    with several replies may be split into shorter rows, see :func:`encode_rows`): under ``"drop"`` when
+    the row's lower bound exceeds ``max_length``, under ``"truncate"`` when the lower bound of everything
+    before the reply reaches it (no room for a reply token). Exact: no row that would fit is dropped."""
+    trained = [k for k, s in enumerate(segs) if s.train]
+    if len(trained) != 1:
+        return False
+    if truncation == "drop":
+        return -(-sum(len(s.text) for s in segs) // chars_per_token) > max_length
+    return -(-sum(len(s.text) for s in segs[:trained[0]]) // chars_per_token) >= max_length
+
+
 def _trims(segs: list[Segment]) -> int:
     """Trained segments whose message content the template did not render verbatim (trimmed whitespace)."""
     return sum(1 for s in segs if s.train and isinstance(s.source, str) and s.source.strip()
@@ -516,10 +626,19 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
     # (what inference for the later replies gives), so rule 3 holds for every reply
     done: list[list[tuple]] = [[] for _ in examples]
     pending = [(i, segs) for i, rows in enumerate(record_rows) if rows for segs in rows]
+    # a row certainly longer than max_length is dropped before it is tokenized (a 50 MB text would take
+    # ~144x its size in the tokenizer): see _certainly_dropped
+    skip = ([_certainly_dropped(segs, max_length, truncation, plan.chars_per_token) for _, segs in pending]
+            if max_length is not None and pending and plan.chars_per_token else None)
     while pending:
         again = []
-        for (i, segs), (ids, labels, replies) in zip(pending, _tokenize_units([s for _, s in pending], tmpl,
-                                                                                tokenizer, plan)):
+        encoded = iter(_tokenize_units([s for k, (_, s) in enumerate(pending) if not (skip and skip[k])], tmpl,
+                                       tokenizer, plan))
+        for k, (i, segs) in enumerate(pending):
+            if skip and skip[k]:
+                done[i].append((None, None, None, _trims(segs)))
+                continue
+            ids, labels, replies = next(encoded)
             cut = next((r for r, rep in enumerate(replies[:-1]) if rep[2]), None)
             if cut is None:
                 done[i].append((ids, labels, replies, _trims(segs)))
@@ -530,7 +649,7 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
             done[i].append((ids[:end], labels[:end], replies[:cut + 1], _trims(head)))
             nxt = trained[cut + 1]
             again.append((i, [Segment("".join(s.text for s in segs[:nxt]), False)] + segs[nxt:]))
-        pending = again
+        pending, skip = again, None
 
     per_record: list[list[tuple]] = []  # per record: [(row or None, details)]
     for i, rows in enumerate(record_rows):
@@ -549,6 +668,9 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
             continue
         kept = []
         for ids, labels, replies, trims in done[i]:
+            if ids is None:  # dropped on the length bound, never tokenized (merges not looked at: 0)
+                kept.append((None, (0, 0, 0, trims, 1)))
+                continue
             merges = sum(1 for rep in replies if rep[2])
             truncated = 0
             if max_length is not None and len(ids) > max_length:
@@ -742,6 +864,87 @@ def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Templa
         "_error_reason": pa.array([errors[i].reason if i in errors and d[2] == 1 else "" for _, d, i, _ in kept],
                                   pa.string()),
     })
+
+
+class LocationLog:
+    """Where each record came from (``FILE:LINE`` / ``FILE:[INDEX]``), appended in record order, kept on
+    disk: 8 bytes per record in a temporary file (deleted when closed or collected) behind a buffer of
+    ``buffer`` entries, so the memory it takes is the same for 200 records or 20 million. Read back only for
+    the few records that fail (``log[index]``).
+
+    >>> log = LocationLog(buffer=2)
+    >>> for where in ("a.jsonl:1", "a.jsonl:3", "b.json:[0]", "odd place"):
+    ...     log.append(where)
+    >>> len(log), log[1], log[2], log[3]
+    (4, 'a.jsonl:3', 'b.json:[0]', 'odd place')
+    """
+
+    _LINE_BITS = 40
+
+    def __init__(self, directory: str | None = None, buffer: int = 1 << 16):
+        from array import array
+
+        self._array = array
+        self._directory, self._size = directory, buffer
+        self._names: dict[str, int] = {}
+        self._prefixes: list[str] = []
+        self._odd: dict[int, str] = {}  # locations of no FILE:LINE form (rare): kept as text
+        self._buf = array("q")
+        self._file: Any = None
+        self._flushed = 0
+
+    def append(self, where: str) -> None:
+        prefix, sep, tail = where.rpartition(":")
+        if sep and tail.isdigit():
+            code = int(tail) * 2
+        elif sep and tail[:1] == "[" and tail[-1:] == "]" and tail[1:-1].isdigit():
+            code = int(tail[1:-1]) * 2 + 1
+        else:
+            code = -1
+        if code < 0 or code >= 1 << self._LINE_BITS:
+            self._odd[len(self)] = where
+            code, prefix = 0, ""
+        number = self._names.get(prefix)
+        if number is None:
+            number = self._names[prefix] = len(self._prefixes)
+            self._prefixes.append(prefix)
+        self._buf.append((number << self._LINE_BITS) | code)
+        if len(self._buf) >= self._size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self._directory, prefix="locations-")
+        self._file.seek(0, 2)
+        self._buf.tofile(self._file)
+        self._flushed += len(self._buf)
+        self._buf = self._array("q")
+
+    def __len__(self) -> int:
+        return self._flushed + len(self._buf)
+
+    def __getitem__(self, index: int) -> str:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if index in self._odd:
+            return self._odd[index]
+        if index >= self._flushed:
+            value = self._buf[index - self._flushed]
+        else:
+            self._file.seek(index * 8)
+            one = self._array("q")
+            one.frombytes(self._file.read(8))
+            value = one[0]
+        number, code = value >> self._LINE_BITS, value & ((1 << self._LINE_BITS) - 1)
+        tail = str(code // 2) if code % 2 == 0 else f"[{code // 2}]"
+        return f"{self._prefixes[number]}:{tail}"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 _tmpdirs: list[str] = []

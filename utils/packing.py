@@ -442,6 +442,8 @@ def packing_efficiency(rows: Iterable[Any], batch_size: int = 8, pad_to: int | N
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if hasattr(rows, "dtype") and hasattr(rows, "ndim"):  # a NumPy array of lengths: no Python list of N ints
+        return _packing_efficiency_array(rows, batch_size, pad_to)
     lengths = _lengths(rows)
     if not lengths:
         raise ValueError("no rows")
@@ -454,3 +456,20 @@ def packing_efficiency(rows: Iterable[Any], batch_size: int = 8, pad_to: int | N
             raise ValueError(f"a row of {max(chunk)} tokens is longer than pad_to={pad_to}")
         slots += width * len(chunk)
     return real / slots
+
+
+def _packing_efficiency_array(lengths: Any, batch_size: int, pad_to: int | None) -> float:
+    """:func:`packing_efficiency` of a NumPy array of lengths, vectorised (same integer sums, same float)."""
+    import numpy as np
+
+    lengths = np.asarray(lengths, dtype=np.int64).ravel()
+    if not len(lengths):
+        raise ValueError("no rows")
+    starts = np.arange(0, len(lengths), batch_size)
+    widest = np.maximum.reduceat(lengths, starts)
+    counts = np.diff(np.append(starts, len(lengths)))
+    if pad_to is not None:
+        if int(widest.max()) > pad_to:
+            raise ValueError(f"a row of {int(widest.max())} tokens is longer than pad_to={pad_to}")
+        widest = np.full_like(widest, pad_to)
+    return int(lengths.sum()) / int((widest * counts).sum())
