@@ -22,10 +22,10 @@ export TOKENIZERS_PARALLELISM := false
 export RAYON_NUM_THREADS := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test unit serve notebooks assets figures bench bench-curate lock clean
+.PHONY: setup lab test unit compat serve notebooks assets figures bench bench-curate lock clean
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed, found " + sys.version'
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[lab,dev,serve,ray]"
@@ -40,6 +40,11 @@ lab: setup
 test: setup
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider $(PYTEST_ARGS)
+
+# The wheel in fresh venvs, tested from outside the source tree: the newest versions pip resolves and
+# Colab's published ones (compat/colab-*.txt). Unit tests + nbval-lax; see scripts/compat_check.py.
+compat:
+	$(PYTHON) scripts/compat_check.py $(COMPAT_ARGS)
 
 serve: setup
 	$(BIN)/python -m utils.serve --port $(PORT)

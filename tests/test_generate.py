@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
 
-from tests.conftest import load_reference_tokenizer
+from conftest import load_reference_tokenizer
 from utils.generate import (PIECE_MARKS, beam_search, chat, chat_prompt_ids, complete, first_divergence,
                             generation_kwargs, greedy_decode, labels_after_prompt,
                             next_token_distribution, sample_decode, sequence_logprobs,
@@ -320,7 +320,7 @@ def test_chat_without_template_says_so():
 
 @pytest.mark.parametrize("name", ["tiny", "gpt2", "qwen2"])
 def test_token_labels_name_the_character_a_byte_piece_belongs_to(name):
-    from tests.conftest import load_any_tokenizer
+    from conftest import load_any_tokenizer
 
     tok = load_any_tokenizer(name)
     ids = tok("ok 😀!", add_special_tokens=False)["input_ids"]

@@ -22,4 +22,4 @@ Command line: ``python -m utils prepare | inspect | stats`` for every kind (``--
 ``python -m utils --help``).
 """
 
-__version__ = "0.1.0"
+from utils._version import __version__

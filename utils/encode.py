@@ -1018,7 +1018,7 @@ def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length
     import pyarrow.compute as pc
     from datasets.fingerprint import Hasher
 
-    from utils import __version__
+    from utils._version import __version__
 
     tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
     _check_options(max_length, truncation, on_error)  # before reading a stream into Arrow

@@ -40,13 +40,39 @@ from utils.viz.tokens import visible_token_text
 
 __all__ = [
     "BeamCandidate", "BeamHypothesis", "BeamSearchResult", "DecodeStep", "Decoding",
-    "beam_search", "chat", "chat_prompt_ids", "complete", "first_divergence", "generation_kwargs",
-    "greedy_decode", "labels_after_prompt", "next_token_distribution", "prompt_ids", "sample_decode",
+    "beam_search", "cache_arg", "chat", "chat_prompt_ids", "complete", "first_divergence", "generation_kwargs",
+    "greedy_decode", "kv_cache", "labels_after_prompt", "next_token_distribution", "prompt_ids", "sample_decode",
     "sequence_logprobs", "teacher_forcing_vs_free_running", "token_label", "token_labels",
     "token_losses", "warp_logits",
 ]
 
 Prompt = Union[str, Sequence[int], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- the KV cache, by either name
+
+def kv_cache(outputs):
+    """The KV cache a forward pass returned: ``outputs.cache`` from transformers 5.24,
+    ``outputs.past_key_values`` before (5.24 keeps the old name as an alias).
+
+    >>> from utils.models import load_causal_lm, load_tokenizer
+    >>> model, tok = load_causal_lm(), load_tokenizer()
+    >>> ids = tok("你好", return_tensors="pt").input_ids
+    >>> kv_cache(model(input_ids=ids, use_cache=True)).get_seq_length() == ids.shape[1]
+    True
+    """
+    cache = getattr(outputs, "cache", None)
+    return cache if cache is not None else getattr(outputs, "past_key_values", None)
+
+
+def cache_arg(model, cache) -> dict:
+    """The keyword that hands ``cache`` back to ``model``'s forward: ``{"cache": cache}`` where the
+    forward takes ``cache`` (transformers 5.24+), else ``{"past_key_values": cache}`` (earlier 5.x).
+    Use as ``model(input_ids=..., use_cache=True, **cache_arg(model, cache))``."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -282,8 +308,8 @@ def _decode_loop(model, tokenizer, prompt: Prompt, choose: Callable[[torch.Tenso
     step_input = ids
     for step in range(1, max_new_tokens + 1):
         if use_cache:   # feed only the new token; keys/values of earlier ones come from the cache
-            out = model(input_ids=step_input, cache=cache, use_cache=True)
-            cache = out.cache
+            out = model(input_ids=step_input, use_cache=True, **cache_arg(model, cache))
+            cache = kv_cache(out)
         else:           # run the whole sequence again
             out = model(input_ids=step_input, use_cache=False)
         logits = out.logits[0, -1].float()

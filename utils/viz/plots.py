@@ -43,20 +43,42 @@ def _labels(tokenizer, ids: Sequence[int]) -> list[str]:
     return token_labels(tokenizer, [int(i) for i in ids])
 
 
+def _configs(model) -> list:
+    """The model's config and every sub-module's own config (e.g. a T5's encoder and decoder stacks
+    each hold a copy), once each."""
+    seen: dict[int, object] = {}
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "_attn_implementation"):
+            seen.setdefault(id(config), config)
+    return list(seen.values())
+
+
+def _set_attention(configs, implementations) -> None:
+    for config, implementation in zip(configs, implementations):
+        if config._attn_implementation != implementation:
+            config._attn_implementation = implementation
+
+
 @contextmanager
 def _eager_attention(model):
     """Attention weights are only returned by the plain ("eager") implementation: switch to it
-    for the duration, then restore the model's own (e.g. ``sdpa``)."""
-    before = model.config._attn_implementation
+    for the duration, then restore the model's own (e.g. ``sdpa``). Every sub-module with its own
+    config is switched: in transformers 5.15 ``set_attn_implementation`` leaves the copies held by a
+    T5's encoder and decoder stacks on ``sdpa``, so each copy is also set directly."""
+    configs = _configs(model)
+    before = [config._attn_implementation for config in configs]
     with warnings.catch_warnings():   # transformers' own deprecation notices, not the user's concern
         warnings.simplefilter("ignore", FutureWarning)
-        if before != "eager":
+        if model.config._attn_implementation != "eager":
             model.set_attn_implementation("eager")
+        _set_attention(configs, ["eager"] * len(configs))
         try:
             yield model
         finally:
-            if before != "eager":
-                model.set_attn_implementation(before)
+            if model.config._attn_implementation != before[0]:
+                model.set_attn_implementation(before[0])
+            _set_attention(configs, before)
 
 
 def _head_mean(attn: torch.Tensor) -> np.ndarray:
