@@ -98,6 +98,11 @@ def install() -> None:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # Ctrl-C as in a terminal, even when the test runner was started with SIGINT ignored (a background job
+    # of a non-interactive shell is), which Python would otherwise inherit and keep
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     install()
     sys.argv = ["python -m utils", *sys.argv[1:]]

@@ -89,8 +89,13 @@ class Paused:
         self.go.write_text("go")
 
     def wait(self) -> tuple[int, str, str]:
-        stdout = self.process.stdout.read()
-        code = self.process.wait(timeout=TIMEOUT)  # reaped: its process id is free, as after a real kill
+        try:
+            code = self.process.wait(timeout=TIMEOUT)  # reaped: its process id is free, as after a real kill
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise AssertionError(f"still running {TIMEOUT} s after the signal: {''.join(self.err)[-2000:]}") from None
+        stdout = self.process.stdout.read()  # a few lines: the pipe never fills while the process runs
         time.sleep(0.05)
         return code, stdout, "".join(self.err)
 
