@@ -178,4 +178,4 @@ def test_num_shards_writes_that_many_files(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["prepare", str(src), "--template", "alpaca", "--out", str(tmp_path / "z"), "--num-shards", "0"])
-    assert "positive whole number" in capsys.readouterr().err
+    assert "--num-shards: must be at least 1, got 0" in capsys.readouterr().err
