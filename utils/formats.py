@@ -995,6 +995,19 @@ def _parse(raw: bytes, text: str) -> Any:
     return _value_problem(value, raw) or value
 
 
+
+def _decode_whole(raw: bytes, name: str, start: int):
+    """``(text, None)``, or ``(None, (where, error))`` for the first byte that is not UTF-8: its line, and its
+    byte offset in the file (``raw`` begins ``start`` bytes into it, after a byte-order mark)."""
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        begin = raw.rfind(b"\n", 0, e.start) + 1
+        end = raw.find(b"\n", e.start)
+        shifted = UnicodeDecodeError(e.encoding, e.object, e.start - begin, e.end - begin, e.reason)
+        return None, (f"{name}:{line}", _not_utf8(raw[begin:end if end >= 0 else len(raw)], shifted, start + begin))
+
 def _raw(path: Path) -> Iterator[tuple[str, Any]]:
     """``(where, parsed or RecordError)`` for each record of a file, streamed.
 
@@ -1045,14 +1058,9 @@ def _raw_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
         start = 3 if head.startswith(b"\xef\xbb\xbf") else 0
         if suffix == ".txt":
             raw = head[start:] + f.read()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                line = raw.count(b"\n", 0, e.start) + 1
-                begin = raw.rfind(b"\n", 0, e.start) + 1
-                end = raw.find(b"\n", e.start)
-                shifted = UnicodeDecodeError(e.encoding, e.object, e.start - begin, e.end - begin, e.reason)
-                yield f"{name}:{line}", _not_utf8(raw[begin:end if end >= 0 else len(raw)], shifted, start + begin)
+            text, bad = _decode_whole(raw, name, start)
+            if bad:
+                yield bad
                 return
             yield f"{name}:1", {"text": text}
             return
@@ -1060,14 +1068,9 @@ def _raw_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
         f.seek(start)
         if first == b"[":
             raw = f.read()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                line = raw.count(b"\n", 0, e.start) + 1
-                begin = raw.rfind(b"\n", 0, e.start) + 1
-                end = raw.find(b"\n", e.start)
-                shifted = UnicodeDecodeError(e.encoding, e.object, e.start - begin, e.end - begin, e.reason)
-                yield f"{name}:{line}", _not_utf8(raw[begin:end if end >= 0 else len(raw)], shifted, start + begin)
+            text, bad = _decode_whole(raw, name, start)
+            if bad:
+                yield bad
                 return
             try:
                 data = json.loads(text)
