@@ -7,6 +7,7 @@ there, with the reason. In CI (``CI`` set) a missing ``shared/`` is a failure, n
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -99,3 +100,12 @@ def plain_tokenizer(request):
     tok = load_any_tokenizer(request.param)
     assert not tok.chat_template, f"{request.param} was expected to have no chat template"
     return tok
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """benchmarks/prepare_bench.py as a module: the Stanford / TRL reference implementations of masking."""
+    spec = importlib.util.spec_from_file_location("prepare_bench", ROOT / "benchmarks" / "prepare_bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -72,7 +72,6 @@ def test_base_model_continues_how_are_you(ns):
 
 # ---- real tokenizers, the boundary merge, and what the prose states -------------------------------
 
-import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import nbformat  # noqa: E402
@@ -89,14 +88,6 @@ QUOTED = {"instruction": "Say hello in English, in quotes.", "input": "", "outpu
 def markdown():
     nb = nbformat.read(ROOT / "notebooks" / "03_alpaca_template.ipynb", as_version=4)
     return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("prepare_bench", ROOT / "benchmarks" / "prepare_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def sample_records():

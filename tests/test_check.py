@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -75,14 +74,6 @@ def tiny():
 @pytest.fixture(scope="module")
 def qwen():
     return load_reference_tokenizer("qwen2_5")
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("prepare_bench", ROOT / "benchmarks" / "prepare_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
