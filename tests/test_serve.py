@@ -132,6 +132,26 @@ def test_servers_left_running_are_stopped_at_exit():
     assert not alive, f"left running after exit: {alive}"
 
 
+def test_the_hub_index_lists_exactly_the_course_models_as_a_hub_cache(tmp_path):
+    # transformers <= 5.23 (Colab: 5.15) lists in /v1/models only what scan_cache_dir finds in HF_HUB_CACHE
+    from huggingface_hub import scan_cache_dir
+
+    for name in serve.MODELS:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+        (tmp_path / name / "model.safetensors").write_bytes(name.encode())
+    index = serve.hub_index(tmp_path)
+    assert serve.hub_index(tmp_path) == index  # written once; a second call reuses it
+    repos = {r.repo_id: r for r in scan_cache_dir(index).repos}
+    assert sorted(repos) == sorted(serve.MODELS)
+    for name, repo in repos.items():
+        assert repo.repo_type == "model" and set(repo.refs) == {"main"}
+        files = {f.file_name: f.file_path for f in repo.refs["main"].files}
+        assert sorted(files) == ["config.json", "model.safetensors"]
+        assert files["model.safetensors"].read_bytes() == name.encode()  # the checkpoint's own file
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+
+
 # --------------------------------------------------------------------------- the running server
 
 def test_health_models_and_binding(server, client):

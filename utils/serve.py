@@ -493,6 +493,41 @@ def stop_all() -> None:
         server.stop()
 
 
+def hub_index(checkpoints: Path) -> Path:
+    """A hub-cache folder (``models--NAME/refs/main`` + ``snapshots/local/``, files linked to the checkpoints)
+    listing the course's models, which the server is given as its ``HF_HUB_CACHE``.
+
+    ``/v1/models`` lists the generative models of the hub cache. From transformers 5.24 it also lists the
+    models loaded from a local folder, but up to 5.23 (Colab has 5.15) it lists the cache alone, so a
+    server started on a folder would list nothing: this index makes both list exactly ``tiny-base`` and
+    ``tiny-chat`` (and keeps a user's own hub cache out of the list). Written once, atomically.
+    """
+    index = checkpoints / "hub-index"
+    if all((index / f"models--{name}" / "refs" / "main").is_file() for name in MODELS):
+        return index
+    tmp = Path(tempfile.mkdtemp(prefix=".hub-index-tmp-", dir=checkpoints))
+    try:
+        for name in MODELS:
+            repo = tmp / f"models--{name}"
+            snapshot = repo / "snapshots" / "local"
+            snapshot.mkdir(parents=True)
+            (repo / "refs").mkdir()
+            (repo / "refs" / "main").write_text("local")
+            for file in sorted((checkpoints / name).iterdir()):
+                try:  # relative, so that the folder can move; a copy where links are not allowed
+                    (snapshot / file.name).symlink_to(Path("..", "..", "..", "..", name, file.name))
+                except OSError:
+                    shutil.copy2(file, snapshot / file.name)
+        try:
+            tmp.rename(index)
+        except OSError:  # another process wrote it meanwhile
+            if not index.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index
+
+
 def _server_env(checkpoints: Path, validate: bool) -> dict[str, str]:
     env = dict(os.environ)
     package_parent = str(Path(__file__).resolve().parents[1])  # `utils` importable in the server process
@@ -501,9 +536,8 @@ def _server_env(checkpoints: Path, validate: bool) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
         "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1",
         "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-        # /v1/models lists the models of the hub cache too: point it at an empty place, so that the
-        # server lists (and can load) the course's models only
-        "HF_HUB_CACHE": str(checkpoints / "no-hub-cache"),
+        # /v1/models lists the models of the hub cache: point it at an index of the course's models only
+        "HF_HUB_CACHE": str(hub_index(checkpoints)),
         _PARENT_ENV: str(os.getpid()), _VALIDATE_ENV: "1" if validate else "0",
     })
     return env
