@@ -15,7 +15,7 @@ The 50 MB case: 100 ordinary records and one whose ``output`` holds 50 MB of tex
 Ray vs local: ``utils.distributed.prepare_with_ray`` on a local Ray cluster with 2 CPUs against
 ``prepare`` (without ``--pack``) on the same records (needs the ``ray`` extra).
 
-    python benchmarks/memory_bench.py                          # 200k, 1M and 2M records (~15 min on 2 busy cores)
+    python benchmarks/memory_bench.py                          # 200k, 1M and 2M records, 50 MB, Ray (~48 min on 2 idle cores)
     python benchmarks/memory_bench.py --sizes 20000 50000      # quick
     python benchmarks/memory_bench.py --runs 200000:plain,200000:pack,1000000:pack,2000000:pack
 
