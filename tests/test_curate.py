@@ -209,7 +209,7 @@ def test_novelty_filter_compares_with_seeds_and_earlier_kept_candidates_only():
     assert [(i, partner) for i, partner, _ in result.removed] == [(0, "seed:0"), (2, 1), (3, 1)]
     for i, partner, score in result.removed:
         other = seeds[0] if partner == "seed:0" else candidates[partner]
-        assert score == pytest.approx(rouge_l(other, candidates[i])) and score >= 0.7
+        assert score == pytest.approx(rouge_l(other, candidates[i])) and score > 0.7
 
 
 def test_novelty_filter_order_decides_which_of_two_similar_candidates_stays():
@@ -218,6 +218,18 @@ def test_novelty_filter_order_decides_which_of_two_similar_candidates_stays():
     assert novelty_filter([b, a]).kept == [0]
     assert novelty_filter([a, b], threshold=0.95).kept == [0, 1]  # ROUGE-L 0.93 is below 0.95
 
+
+
+def test_novelty_filter_keeps_a_score_of_exactly_the_threshold_as_self_instruct_does():
+    # Self-Instruct's bootstrap_instructions.py and Alpaca's generate_instruction.py: `if max(rouge_scores) > 0.7: continue`
+    from rouge_score import rouge_scorer
+
+    a = "alpha bravo charlie delta echo foxtrot golf hotel india juliet"
+    b = "alpha bravo charlie delta echo foxtrot golf kilo lima mike"  # LCS 7 of 10 words each: P = R = F = 0.7
+    assert rouge_scorer.RougeScorer(["rougeL"]).score(a, b)["rougeL"].fmeasure == 0.7
+    assert novelty_filter([a, b], threshold=0.7).kept == [0, 1]
+    assert novelty_filter([a, b], threshold=0.69).kept == [0]
+    assert novelty_filter([b], seeds=[a], threshold=0.7).removed == []
 
 # ---- contamination --------------------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ are English words and single CJK characters (:func:`utils.curate.text.tokens`), 
 shared characters in Chinese and shared words in English.
 
 :func:`novelty_filter` is the rule Self-Instruct (Wang et al., 2023) and Stanford Alpaca used to keep a
-generated instruction: its ROUGE-L with every seed task and with every instruction kept so far must be
-below 0.7. Like Alpaca's ``generate_instruction.py``, each text is tokenized once and the LCS score is
+generated instruction: its ROUGE-L with every seed task and with every instruction kept so far must not
+exceed 0.7 (both ``bootstrap_instructions.py`` and Alpaca's ``generate_instruction.py`` drop it when
+``max(rouge_scores) > 0.7``: a score of exactly 0.7 is kept). Like Alpaca's ``generate_instruction.py``, each text is tokenized once and the LCS score is
 taken with ``rouge_score.rouge_scorer._score_lcs`` on the tokens. The cost grows with the square of the
 pool (each candidate against everything kept), unlike MinHash + LSH (:mod:`utils.curate.dedup`).
 
@@ -95,7 +96,8 @@ class NoveltyResult:
 def novelty_filter(candidates: Sequence[Any] | Iterable[Any], seeds: Sequence[Any] = (),
                    threshold: float = 0.7) -> NoveltyResult:
     """Self-Instruct's rule, in order: candidate k is kept when its ROUGE-L with every seed and with
-    every candidate kept before it is ``< threshold``; a removed candidate is not compared with later ones.
+    every candidate kept before it is ``<= threshold`` (removed when ``> threshold``, as in Self-Instruct's
+    and Alpaca's code); a removed candidate is not compared with later ones.
 
     Candidates and seeds are strings (Self-Instruct compares instructions) or records (their
     :func:`~utils.curate.text.record_text`). Order matters: of two similar candidates the first is kept.
@@ -118,7 +120,7 @@ def novelty_filter(candidates: Sequence[Any] | Iterable[Any], seeds: Sequence[An
             if score > best:
                 best, partner = score, name
         max_scores.append(best)
-        if partner is not None and best >= threshold:
+        if partner is not None and best > threshold:
             removed.append((index, partner, best))
         else:
             kept.append(index)

@@ -208,9 +208,9 @@ def curate(records: Sequence[Any], *, near_dup: float | None = 0.7, decontaminat
             if isinstance(partner, str):
                 k = int(partner.split(":")[1])
                 where = seed_locations[k] if seed_locations is not None else f"seed[{k}]"
-                drop(alive[local], "novelty", f"ROUGE-L {score:.2f} >= {novelty} with seed {where}", partner, where)
+                drop(alive[local], "novelty", f"ROUGE-L {score:.2f} > {novelty} with seed {where}", partner, where)
             else:
-                drop(alive[local], "novelty", f"ROUGE-L {score:.2f} >= {novelty} with "
+                drop(alive[local], "novelty", f"ROUGE-L {score:.2f} > {novelty} with "
                                               f"{_where(locations, alive[partner])}", alive[partner])
         alive = [alive[k] for k in result.kept]
 
