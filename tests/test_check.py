@@ -437,6 +437,53 @@ def test_broken_packed_without_position_ids(tmp_path, packed, tiny):
     assert examples(finding) == [(i, restarts(packed["position_ids"][i])[0]) for i in several[:5]]
 
 
+
+def neat_packed(rows: dict, cutoff: int, pad_id: int, *, segment_ids: bool = True) -> tuple[dict, list]:
+    """Pack rows in order the way LLaMA-Factory's PackedSupervisedDatasetProcessor lays them out with
+    ``neat_packing``: ids and labels concatenated, ``attention_mask`` = 1 for the first example, 2 for the
+    second..., padded to ``cutoff + 1`` (pad id, label -100, mask 0), no ``position_ids`` column (its
+    collator derives them). Written here with plain lists, not with utils. Also returns each example's
+    (packed row, start position)."""
+    out = {"input_ids": [], "labels": [], "attention_mask": []}
+    starts, bins = [], [[]]
+    for i, ids in enumerate(rows["input_ids"]):
+        if sum(len(rows["input_ids"][j]) for j in bins[-1]) + len(ids) > cutoff:
+            bins.append([])
+        bins[-1].append(i)
+    for b, members in enumerate(bins):
+        ids, labels, mask = [], [], []
+        for k, i in enumerate(members):
+            starts.append((b, len(ids)))
+            ids += rows["input_ids"][i]
+            labels += rows["labels"][i]
+            mask += [k + 1 if segment_ids else 1] * len(rows["input_ids"][i])
+        pad = cutoff - len(ids) + 1
+        out["input_ids"].append(ids + [pad_id] * pad)
+        out["labels"].append(labels + [-100] * pad)
+        out["attention_mask"].append(mask + [0] * pad)
+    return out, starts
+
+
+def test_llamafactory_neat_packing_segment_ids_are_example_boundaries(tmp_path, good, tiny):
+    short = {k: [v for v, ids in zip(good[k], good["input_ids"]) if len(ids) <= 120][:40]
+             for k in ("input_ids", "labels")}
+    rows, starts = neat_packed(short, 256, tiny.pad_token_id)
+    later = [(b, s) for b, s in starts if s > 0]
+    assert len(later) >= 10  # rows really hold several examples
+    report = lint_rows(tmp_path, rows, tiny)
+    assert levels(report, "error") == set() and "packed_without_boundaries" not in found(report)
+    # the same rows with plain 0/1 masks: nothing marks where an example starts
+    flat, _ = neat_packed(short, 256, tiny.pad_token_id, segment_ids=False)
+    finding = found(lint_rows(tmp_path, flat, tiny))["packed_without_boundaries"]
+    assert finding["count"] == len(later) and examples(finding) == later[:5]
+    # one boundary lost: the second example of the first row gets the first one's segment id
+    row, start = later[0]
+    mask = rows["attention_mask"][row]
+    end = next(p for p in range(start, len(mask)) if mask[p] != mask[start])  # the next example or the padding
+    mask[start:end] = [mask[start - 1]] * (end - start)
+    finding = only_error(lint_rows(tmp_path, rows, tiny), "positions_not_restarting")
+    assert finding["count"] == 1 and examples(finding) == [(row, start)]
+
 def test_broken_position_ids_and_seq_lengths(tmp_path, packed, tiny):
     rows = copy.deepcopy(packed)
     rows["position_ids"][1][3] = 7

@@ -429,6 +429,25 @@ def test_cli_bad_input_names_file_and_line_and_writes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]  # nothing at OUT, no temp files
 
 
+
+def test_cli_refuses_a_second_kind_or_format_in_a_file_as_prepare_does(tmp_path, capsys):
+    from utils.formats import validate_file
+
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"instruction": "A", "output": "A long enough answer."}\n'  # alpaca, sft
+                    '{"prompt": "B", "chosen": "Good answer.", "rejected": "Bad one."}\n'  # another kind
+                    '{"conversations": [{"from": "human", "value": "C"}, {"from": "gpt", "value": "D."}]}\n',  # another format
+                    encoding="utf-8")
+    status, _, err = _run(["curate", data, "--out", tmp_path / "kept.jsonl"], capsys)
+    assert status == 1
+    expected = [f"{data}:2: record: a preference record in a file of sft records (the kind of its first record, "
+                "read from the keys); use one kind per file",
+                f"{data}:3: record: format 'sharegpt' differs from the file's format ('alpaca', from its first "
+                "record); use one format per file"]
+    assert [line for line in expected if line in err] == expected
+    assert [str(e) for e in validate_file(data, kind=None)] == expected  # prepare's reader: the same two problems
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
+
 def test_cli_on_error_skip_leaves_bad_records_out_and_lists_them(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text('{"instruction": "A", "output": "A long enough answer."}\n{"instruction": "B"}\n', encoding="utf-8")

@@ -111,7 +111,7 @@ from typing import Any, Iterator, Mapping
 __all__ = [
     "RecordError", "DataFormatError", "ROLE_ALIASES", "KINDS", "SUFFIXES", "detect_format", "detect_kind",
     "check_record", "normalize", "to_messages", "chat_of", "conversation_of", "from_seed_task", "iter_records",
-    "read_records", "validate_file", "file_kind", "FileReadError", "MAX_DEPTH",
+    "read_records", "validate_file", "file_kind", "FileReadError", "MAX_DEPTH", "iter_parsed", "iter_raw_records",
 ]
 
 ROLE_ALIASES: dict[str, str] = {
@@ -1008,8 +1008,10 @@ def _decode_whole(raw: bytes, name: str, start: int):
         shifted = UnicodeDecodeError(e.encoding, e.object, e.start - begin, e.end - begin, e.reason)
         return None, (f"{name}:{line}", _not_utf8(raw[begin:end if end >= 0 else len(raw)], shifted, start + begin))
 
-def _raw(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, parsed or RecordError)`` for each record of a file, streamed.
+def iter_parsed(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+    """``(where, parsed or RecordError)`` for each record of a file, streamed, before any check of its fields
+    (for files that are not training data, e.g. an evaluation set of any JSON shape; training data is read
+    with :func:`iter_raw_records` / :func:`iter_records`).
 
     JSONL or a JSON array (from the first non-blank character), Parquet (``.parquet``, read in batches
     with pyarrow; null columns dropped from each row) or plain text (``.txt``: the whole file is one
@@ -1019,7 +1021,7 @@ def _raw(path: Path) -> Iterator[tuple[str, Any]]:
     """
     name = os.fspath(path)
     try:
-        yield from _raw_records(path, name)
+        yield from _raw_records(Path(path), name)
     except FileReadError:
         raise
     except OSError as error:
@@ -1108,30 +1110,30 @@ def file_kind(path: str | os.PathLike) -> str | None:
     >>> file_kind(p)
     'preference'
     """
-    for _, rec in _raw(Path(path)):
+    for _, rec in iter_parsed(path):
         if isinstance(rec, Mapping):
             return detect_kind(rec)
     return None
 
 
-def iter_records(path: str | os.PathLike, *, kind: str | None = "sft", on_error: str = "raise",
-                 problems: list[RecordError] | None = None, with_location: bool = False) -> Iterator[Any]:
-    """Stream the normalized records of a JSONL / JSON-array / Parquet / ``.txt`` file (see the module docstring).
+def iter_raw_records(path: str | os.PathLike, *, kind: str | None = "sft", on_error: str = "raise",
+                     problems: list[RecordError] | None = None) -> Iterator[tuple[str, Any, list[dict]]]:
+    """``(where, raw, normalized)`` for each valid record of a file: the record as it is in the file, and the
+    normalized record(s) it stands for (a seed task with several instances gives several).
 
-    ``kind`` is what the records must be (:data:`KINDS`; default ``"sft"``); records of another kind are
-    refused with the reason. ``kind=None`` takes it from the first record's keys (:func:`detect_kind`) and
-    refuses later records of another kind (a file holds one kind).
-    ``on_error="raise"`` raises the first :class:`RecordError` (located ``FILE:LINE`` /
-    ``FILE:[INDEX]``); ``"skip"`` skips bad records and appends each problem to ``problems``.
-    ``with_location=True`` yields ``(where, record)`` pairs (``where`` as in errors; a seed task's
-    instances share their line), so later errors can be placed too.
+    Every record is checked (:func:`check_record`), and a file holds one kind and one format of record:
+    ``kind`` is what the records must be (:data:`KINDS`; default ``"sft"``), ``None`` takes it from the
+    first record's keys (:func:`detect_kind`) and refuses later records of another kind. ``on_error``:
+    ``"raise"`` raises the first :class:`RecordError` (located ``FILE:LINE`` / ``FILE:[INDEX]``); ``"skip"``
+    skips bad records and appends each problem to ``problems``. Tools that write records back as they were
+    (``python -m utils curate``) use ``raw``; :func:`iter_records` yields the normalized ones.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
-    >>> _ = p.write_text('{"instruction": "Hi", "output": "Hello"}\\n{"instruction": "Hi"}\\n')
-    >>> bad = []
-    >>> len(list(iter_records(p, on_error="skip", problems=bad))), str(bad[0]).split(": ", 1)[1]
-    (1, 'output: missing')
+    >>> _ = p.write_text('{"instruction": "Hi", "output": "Hello", "input": ""}\\n')
+    >>> [(where.rsplit(":", 1)[1], raw, out) for where, raw, out in iter_raw_records(p)]  # doctest: +NORMALIZE_WHITESPACE
+    [('1', {'instruction': 'Hi', 'output': 'Hello', 'input': ''},
+      [{'instruction': 'Hi', 'input': '', 'output': 'Hello'}])]
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -1139,7 +1141,7 @@ def iter_records(path: str | os.PathLike, *, kind: str | None = "sft", on_error:
         raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
     group = None
     file_kind_ = kind
-    for where, rec in _raw(Path(path)):
+    for where, rec in iter_parsed(path):
         try:
             if isinstance(rec, RecordError):
                 raise rec
@@ -1163,6 +1165,25 @@ def iter_records(path: str | os.PathLike, *, kind: str | None = "sft", on_error:
             if problems is not None:
                 problems.append(err)
             continue
+        yield where, rec, out
+
+
+def iter_records(path: str | os.PathLike, *, kind: str | None = "sft", on_error: str = "raise",
+                 problems: list[RecordError] | None = None, with_location: bool = False) -> Iterator[Any]:
+    """Stream the normalized records of a JSONL / JSON-array / Parquet / ``.txt`` file (see the module docstring).
+
+    ``kind``, ``on_error`` and ``problems`` as in :func:`iter_raw_records` (each record checked; one kind and
+    one format per file). ``with_location=True`` yields ``(where, record)`` pairs (``where`` as in errors; a
+    seed task's instances share their line), so later errors can be placed too.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
+    >>> _ = p.write_text('{"instruction": "Hi", "output": "Hello"}\\n{"instruction": "Hi"}\\n')
+    >>> bad = []
+    >>> len(list(iter_records(p, on_error="skip", problems=bad))), str(bad[0]).split(": ", 1)[1]
+    (1, 'output: missing')
+    """
+    for where, _, out in iter_raw_records(path, kind=kind, on_error=on_error, problems=problems):
         if with_location:
             for rec in out:
                 yield where, rec

@@ -5,8 +5,9 @@ A batch of ``B`` rows with ``T`` tokens in all becomes arrays of length ``T`` (`
 expression, not a Python loop over tokens. Labels come from ``labels``, else from TRL's mask columns
 (``completion_mask``, ``assistant_masks``: a token is supervised where every mask present is 1, as
 ``SFTTrainer`` builds them), else every token is supervised (what a collator does with no labels).
-An *example* is a row, or one of the examples packed into it (``position_ids`` restarting at 0, or
-``seq_lengths``).
+An *example* is a row, or one of the examples packed into it: ``position_ids`` restarting at 0,
+``seq_lengths``, or an ``attention_mask`` holding segment ids (LLaMA-Factory's ``neat_packing``: 1 for the
+first packed example, 2 for the second..., 0 for padding; read as such when a batch has a value above 1).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Rows:
     attention: np.ndarray | None
     position_ids: np.ndarray | None
     seq_lengths: list | None   # per row, or None
+    segments: bool             # attention_mask holds segment ids (neat_packing), not 0/1
     example: np.ndarray        # (T,) example number of each token (within the batch)
     example_start: np.ndarray  # (T,) bool
     same_example_next: np.ndarray  # (T,) token i+1 is in the same example as token i
@@ -115,6 +117,12 @@ def rows_of(batch: Any, first_row: int, problems: dict) -> Rows | None:
     seq_lengths = None
     if "seq_lengths" in names:
         seq_lengths = batch.column("seq_lengths").to_pylist()
+    attention = col.get("attention_mask")
+    segments = attention is not None and total > 0 and int(attention.max()) > 1
+    if segments:  # a new example where the segment id changes to another non-zero value
+        prev = np.empty_like(attention)
+        prev[0], prev[1:] = -1, attention[:-1]
+        start = start | ((attention != prev) & (attention > 0))
     if position_ids is not None:
         start = start | (position_ids == 0)
     elif seq_lengths is not None:
@@ -129,5 +137,5 @@ def rows_of(batch: Any, first_row: int, problems: dict) -> Rows | None:
     sup = labels != IGNORE_INDEX
     span_start = sup & ~_within(sup, same, -1)
     span_end = sup & ~_within(sup, same, +1)
-    return Rows(index, lengths, ids, labels, row, pos, col.get("attention_mask"), position_ids, seq_lengths,
+    return Rows(index, lengths, ids, labels, row, pos, attention, position_ids, seq_lengths, segments,
                 example, start, same, sup, span_start, span_end)

@@ -80,28 +80,14 @@ def _file_format(path: Path) -> str:
 
 
 def read_raw_records(path: Path, problems: list) -> list[tuple[str, Any]]:
-    """``(where, raw record)`` of every valid record of ``path`` as it is in the file (not normalized),
-    each checked with :func:`utils.formats.check_record`; problems appended as ``FILE:LINE: field: reason``.
-    A file holds one kind of record (that of its first record)."""
-    from utils.formats import RecordError, _raw, check_record, detect_kind
+    """``(where, raw record)`` of every valid record of ``path`` as it is in the file (not normalized), read
+    and checked by :func:`utils.formats.iter_raw_records` (one kind, that of the first record, and one format
+    per file); problems appended as ``FILE:LINE: field: reason``."""
+    from utils.formats import iter_raw_records
 
-    out = []
-    file_kind = None
-    for where, rec in _raw(path):
-        try:
-            if isinstance(rec, RecordError):
-                raise rec
-            kind = detect_kind(rec)
-            if file_kind is None:
-                file_kind = kind
-            elif kind != file_kind:
-                raise RecordError("record", f"a {kind} record in a file of {file_kind} records (the kind of its "
-                                            "first record); use one kind per file")
-            check_record(rec, kind)
-        except RecordError as error:
-            problems.append(str(error.at(where)))
-            continue
-        out.append((where, rec))
+    errors: list = []
+    out = [(where, raw) for where, raw, _ in iter_raw_records(path, kind=None, on_error="skip", problems=errors)]
+    problems.extend(str(error) for error in errors)
     return out
 
 
@@ -125,7 +111,7 @@ def read_texts(path: Path, *, instructions: bool = False) -> tuple[list[str], li
     per record (:func:`~utils.curate.text.record_text`, or the string values of other JSON objects;
     ``instructions=True``: :func:`~utils.curate.pipeline.instruction_text`)."""
     from utils.curate.pipeline import instruction_text
-    from utils.formats import RecordError, _raw
+    from utils.formats import RecordError, iter_parsed
 
     CliError, BadRecords = _errors()
     if not path.is_file():
@@ -138,7 +124,7 @@ def read_texts(path: Path, *, instructions: bool = False) -> tuple[list[str], li
                 where.append(f"{path}:{lineno}")
         return texts, where
     problems = []
-    for at, rec in _raw(path):
+    for at, rec in iter_parsed(path):
         if isinstance(rec, RecordError):
             problems.append(str(rec.at(at)))
             continue
