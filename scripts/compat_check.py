@@ -45,7 +45,13 @@ ENVS = ("newest", "colab")
 # Tests of the pinned environment itself (exact versions): meaningless elsewhere.
 SUBSTITUTED = {"setuptools"}
 """Colab pins not applied: they conflict with the CPU torch used here in place of Colab's."""
-PINNED_ONLY = ("tests/test_pins.py::test_installed_versions_are_the_pinned_ones",)
+PINNED_ONLY = ("tests/test_pins.py::test_installed_versions_are_the_pinned_ones",
+               # constraints.txt beside the package: a source checkout (`make setup`), not an installed wheel
+               "tests/test_course.py::test_repository_pins_are_read_and_installed")
+NOT_IN = {"colab": ("tests/test_course.py::test_jupyterlab_serves_the_course",)}
+"""Tests left out in one environment, and why: Colab serves the notebooks with its own front end and has no
+JupyterLab (its list holds notebook 6.5.7 and jupyter_server 2.20, no `jupyterlab`); `make lab` is for the
+pinned environment."""
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "2",
            "PYTHONHASHSEED": "0"}
@@ -224,7 +230,8 @@ def check_env(name: str, work: Path, wheel: Path, args) -> dict:
                            capture_output=True, text=True, check=True).stdout.strip()
     if str(venv) not in where:
         raise RuntimeError(f"{name}: `import utils` found {where}, not the installed wheel")
-    for part, argv in (("unit", ["tests"] + [f"--deselect={d}" for d in PINNED_ONLY]),
+    left_out = PINNED_ONLY + NOT_IN.get(name, ())
+    for part, argv in (("unit", ["tests"] + [f"--deselect={d}" for d in left_out]),
                        ("notebooks", ["notebooks", "--nbval-lax", "--nbval-current-env"])):
         t = time.time()
         xml = env_dir / f"{part}.xml"

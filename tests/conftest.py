@@ -109,3 +109,22 @@ def bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _trl_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("trl")
+    except Exception:  # not installed
+        return None
+
+
+TRL_TESTED = "1.16"
+"""The TRL whose SFT preparation (``SFTTrainer._prepare_dataset``'s columns) the tests reproduce (the pin)."""
+
+needs_tested_trl = pytest.mark.skipif(
+    _trl_version() is not None and tuple(int(x) for x in _trl_version().split(".")[:2]) < (1, 16),
+    reason=f"TRL {_trl_version()} prepares SFT data differently from TRL {TRL_TESTED}, which these tests "
+           "reproduce: TRL 0.29 (Colab's) returns no labels column and a dataset whose formatting transform "
+           "cannot be saved")

@@ -76,7 +76,7 @@ from pathlib import Path  # noqa: E402
 
 import nbformat  # noqa: E402
 
-from conftest import require_shared  # noqa: E402
+from conftest import needs_tested_trl, require_shared  # noqa: E402
 from utils.encode import IGNORE_INDEX, encode_dataset  # noqa: E402
 from utils.models import load_reference_tokenizer  # noqa: E402
 
@@ -105,6 +105,7 @@ def test_prompt_lengths_on_real_tokenizers(ns, markdown):
     assert 1000 < len(load_tokenizer()) < 2000  # "词表只有一千多个词元"
 
 
+@needs_tested_trl
 @pytest.mark.parametrize("name", ["gpt2", "qwen2_5"])
 def test_notebook_stanford_and_trl_equal_the_reference_implementations(ns, bench, name, tmp_path, markdown):
     tok = load_reference_tokenizer(name)

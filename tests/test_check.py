@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, needs_tested_trl
 from utils.check import lint
 from utils.cli import main
 from utils.formats import iter_records
@@ -194,6 +194,7 @@ def merges(tokenizer, bench, records) -> dict[int, int]:
     return out
 
 
+@needs_tested_trl
 @pytest.mark.parametrize("name", ["tiny", "qwen2_5"])
 def test_trl_prompt_completion_alpaca(workdir, bench, tiny, qwen, name):
     tok = tiny if name == "tiny" else qwen
@@ -216,6 +217,7 @@ def test_trl_prompt_completion_alpaca(workdir, bench, tiny, qwen, name):
     assert levels(report, "warning") == ({"boundary_merge"} if expected else set())
 
 
+@needs_tested_trl
 def test_trl_conversational_assistant_only_loss_and_packing(workdir, tiny):
     messages = [r["messages"] for r in iter_records(SAMPLES / "sft_messages.jsonl", on_error="skip")]
     for packing in (False, True):
@@ -234,6 +236,7 @@ def test_trl_conversational_assistant_only_loss_and_packing(workdir, tiny):
             assert found(report)["duplicate_rows"]["rows"] == len(duplicates(ds["input_ids"])) > 0
 
 
+@needs_tested_trl
 def test_trl_chatml_prompt_completion_supervises_the_newline_after_im_end(workdir, qwen):
     messages = [r["messages"] for r in iter_records(SAMPLES / "sft_messages.jsonl", on_error="skip")]
     ds = trl_prepare(qwen, {"prompt": [m[:-1] for m in messages], "completion": [m[-1:] for m in messages]},
