@@ -459,6 +459,44 @@ def test_cli_on_error_skip_leaves_bad_records_out_and_lists_them(tmp_path, capsy
     assert out.read_text(encoding="utf-8").splitlines() == ['{"instruction": "A", "output": "A long enough answer."}']
 
 
+def test_cli_txt_documents_one_record_per_file_copied_byte_for_byte(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    a = b"\xef\xbb\xbf" + ZH_BASES[0].encode("utf-8") + b"\r\n\r\n" + ZH_BASES[1].encode("utf-8") + b"\r\n"
+    (docs / "a.txt").write_bytes(a)  # a UTF-8 byte-order mark and CRLF line ends: kept as they are
+    (docs / "b.txt").write_bytes(a[3:].replace(b"\r\n", b"\n"))  # the same document, written differently
+    (docs / "c.txt").write_bytes(EN_BASES[0].encode("utf-8"))  # no final newline
+    out = tmp_path / "out"
+    status, stdout, err = _run(["curate", docs / "*.txt", "--out", out], capsys)
+    assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "c.txt", "report.json"]  # b removed: not written
+    assert (out / "a.txt").read_bytes() == a and (out / "c.txt").read_bytes() == EN_BASES[0].encode("utf-8")
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [(r["location"], r["filter"], r["partner_location"]) for r in report["removed"]] == \
+        [(f"{docs / 'b.txt'}:1", "exact", f"{docs / 'a.txt'}:1")]
+    assert report["counts"]["records"] == 3 and report["counts"]["kept"] == 2
+    assert report["outputs"] == [str(out / "a.txt"), str(out / "c.txt")]
+    # one input: OUT is the document itself
+    status, _, err = _run(["curate", docs / "a.txt", "--out", tmp_path / "kept.txt"], capsys)
+    assert status == 0, err
+    assert (tmp_path / "kept.txt").read_bytes() == a
+    # one input whose document is removed (here: it leaks an evaluation text): no OUT, not even an old one
+    evals = tmp_path / "eval.txt"
+    evals.write_text(EN_BASES[0] + "\n", encoding="utf-8")
+    (tmp_path / "c_kept.txt").write_text("an earlier run's output\n")
+    status, stdout, err = _run(["curate", docs / "c.txt", "--out", tmp_path / "c_kept.txt", "--decontaminate", evals,
+                                "--overwrite"], capsys)
+    assert status == 0, err
+    assert not (tmp_path / "c_kept.txt").exists() and "no " + str(tmp_path / "c_kept.txt") in stdout
+    report = json.loads((tmp_path / "c_kept.report.json").read_text(encoding="utf-8"))
+    assert report["outputs"] == [] and report["removed"][0]["filter"] == "contamination"
+    # a document that is not UTF-8: FILE:LINE of the bad byte, nothing written
+    (docs / "d.txt").write_bytes(b"first line\nsecond \xd6\xd0\xce\xc4 line\n")
+    status, _, err = _run(["curate", docs / "d.txt", "--out", tmp_path / "d_kept.txt"], capsys)
+    assert status == 1 and err.startswith(f"{docs / 'd.txt'}:2: record: not UTF-8 text: byte D6 at byte offset 18")
+    assert not (tmp_path / "d_kept.txt").exists()
+
+
 def test_quality_leaves_a_preference_pair_s_rejected_answer_alone():
     pair = {"prompt": "Name a colour.", "chosen": "Blue is a colour.", "rejected": "As an AI language model, I cannot."}
     assert quality_flags_record(pair) == []

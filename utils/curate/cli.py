@@ -6,8 +6,10 @@
         [--novelty-seeds FILE --novelty THRESHOLD] [--no-quality] [--min-chars N] [--max-chars N]
         [--ngram N] [--on-error stop|skip] [--overwrite]
 
-``DATA`` is one or more JSONL, JSON-array or Parquet files (or glob patterns) in any record form
-:mod:`utils.formats` reads, each file in one form and one kind. Every record is validated first; bad
+``DATA`` is one or more JSONL, JSON-array, Parquet or ``.txt`` files (or glob patterns) in any record form
+:mod:`utils.formats` reads, each file in one form and one kind. A ``.txt`` file is what :mod:`utils.formats`
+reads it as: one pretraining document, one record (``{"text": <the whole file>}``, located ``FILE:1``), so
+give a directory of documents as ``docs/*.txt`` to find the duplicated ones. Every record is validated first; bad
 records are listed one per line, ``FILE:LINE: field: reason`` (``FILE:[INDEX]`` in a JSON array or
 Parquet), the exit status is 1 and nothing is written; with ``--on-error skip`` they are left out of
 ``OUT`` and listed in the report (``invalid``, counted in ``counts``). The filters are those of
@@ -17,7 +19,8 @@ novelty), over all input files together: a record duplicated in a later file is 
 Output, in the input's own format, records unchanged and in their input order:
 
 - one input: ``OUT`` is a file (JSONL lines copied byte for byte; a JSON array written with
-  ``indent=2`` and non-ASCII text as is; Parquet with pyarrow), and the report ``OUT`` with its
+  ``indent=2`` and non-ASCII text as is; Parquet with pyarrow; a kept ``.txt`` document copied byte for
+  byte, a removed one not written, as an empty file would be an empty document), and the report ``OUT`` with its
   suffix replaced by ``.report.json`` beside it (``kept.jsonl`` → ``kept.report.json``);
 - several inputs: ``OUT`` is a directory with one file per input under the input's file name (two
   inputs with the same name are an error) and ``OUT/report.json``.
@@ -64,14 +67,10 @@ def _errors():
 
 
 def _file_format(path: Path) -> str:
-    """``jsonl``, ``json`` (an array) or ``parquet``, from the suffix and, for text, the first character."""
-    CliError, _ = _errors()
+    """``jsonl``, ``json`` (an array), ``parquet`` or ``txt``, from the suffix and, for JSON, the first character."""
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return "parquet"
-    if suffix == ".txt":
-        raise CliError(f"{path}: a .txt file is one pretraining document; curate reads JSONL, JSON arrays or "
-                       "Parquet (one record per line / element / row)")
+    if suffix in (".parquet", ".txt"):
+        return suffix[1:]
     with open(path, encoding="utf-8") as f:
         while True:
             ch = f.read(1)
@@ -168,7 +167,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register ``curate`` on the sub-command set of ``python -m utils``."""
     sub = commands.add_parser("curate", help="filter duplicates, near-duplicates, contamination, low quality; "
                                              "write kept records in the input's format and a report")
-    sub.add_argument("data", nargs="+", help="data files or glob patterns: JSONL, JSON array or Parquet")
+    sub.add_argument("data", nargs="+", help="data files or glob patterns: JSONL, JSON array, Parquet, or .txt "
+                                               "(one document per file)")
     sub.add_argument("--out", required=True, help="output file (one input) or directory (several inputs)")
     sub.add_argument("--near-dup", type=_threshold, default=0.7, metavar="THRESHOLD|off",
                      help="MinHash Jaccard threshold for near-duplicates (default 0.7), or off")
@@ -204,6 +204,8 @@ def _write(path: Path, fmt: str, source: Path, kept: list[tuple[str, Any]]) -> N
         with open(path, "w", encoding="utf-8") as f:
             json.dump([rec for _, rec in kept], f, ensure_ascii=False, indent=2)
             f.write("\n")
+    elif fmt == "txt":
+        shutil.copyfile(source, path)  # one document per file: kept, it is the file (callers skip a removed one)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -275,8 +277,10 @@ def run(args: argparse.Namespace) -> int:
         path, where, rec = located[index]
         kept_by_file[path].append((where, rec))
     targets = {p: (out / p.name if several else out) for p in paths}
+    # a .txt input is one document: removed, there is no file to write (an empty one would be an empty document)
+    written = [p for p in paths if formats[p] != "txt" or kept_by_file[p]]
     report_path = out / "report.json" if several else out.with_name(out.stem + ".report.json")
-    report = {"inputs": [str(p) for p in paths], "outputs": [str(targets[p]) for p in paths],
+    report = {"inputs": [str(p) for p in paths], "outputs": [str(targets[p]) for p in written],
               "report": str(report_path), **result.as_dict()}
     report["invalid"] = problems
     report["counts"] = {"invalid": len(problems), **report["counts"]}
@@ -287,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     if several:
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         try:
-            for path in paths:
+            for path in written:
                 _write(work / path.name, formats[path], path, kept_by_file[path])
             (work / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n",
                                               encoding="utf-8")
@@ -301,10 +305,15 @@ def run(args: argparse.Namespace) -> int:
         (path,) = paths
         data_tmp, report_tmp = _temp_beside(out), _temp_beside(report_path)
         try:
-            _write(data_tmp, formats[path], path, kept_by_file[path])
+            if written:
+                _write(data_tmp, formats[path], path, kept_by_file[path])
             report_tmp.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
             os.replace(report_tmp, report_path)
-            os.replace(data_tmp, out)
+            if written:
+                os.replace(data_tmp, out)
+            else:
+                data_tmp.unlink()
+                out.unlink(missing_ok=True)  # --overwrite: the old OUT is not this run's result
         except BaseException:
             for tmp in (data_tmp, report_tmp):
                 tmp.unlink(missing_ok=True)
@@ -314,5 +323,8 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(f"{k:<{width}}  {v:>8,}" for k, v in counts.items()))
     if result.flags:
         print("quality flags: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.flags.items())))
-    print(f"wrote {out}" + (f" ({len(paths)} files)" if several else "") + f" and {report_path}")
+    if several or written:
+        print(f"wrote {out}" + (f" ({len(written)} files)" if several else "") + f" and {report_path}")
+    else:
+        print(f"the document was removed: no {out}; wrote {report_path}")
     return 0
