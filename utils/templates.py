@@ -276,6 +276,25 @@ def _after_prompt(prompt: str, closed: str, core: str, marker: str) -> str | Non
     return closed[head.rfind(prompt[-lo:]) + lo:]
 
 
+def _fast_parts(tokenizer: Any, tools: list | None):
+    """``(compiled template, to-plain-data, messages-to-template-data)`` as ``apply_chat_template`` uses them,
+    or None where rendering through them is not known to equal ``apply_chat_template``."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+        from transformers.utils import chat_template_utils as ctu
+
+        compile_, normalize = ctu._compile_jinja_template, ctu._normalize_chat_messages
+        plain, alias = ctu._plain_template_data, ctu._alias_reasoning_fields
+    except (ImportError, AttributeError):
+        return None
+    if getattr(type(tokenizer), "apply_chat_template", None) is not PreTrainedTokenizerBase.apply_chat_template:
+        return None
+    if tools and not all(isinstance(t, dict) for t in tools):
+        return None
+    compiled = compile_(tokenizer.get_chat_template(None, tools))
+    return compiled, plain, lambda messages: alias(plain(normalize(messages)))
+
+
 @dataclass(frozen=True)
 class ChatTemplate(Template):
     """The tokenizer's own Jinja chat template, through ``tokenizer.apply_chat_template``.
@@ -311,6 +330,33 @@ class ChatTemplate(Template):
             extra["tools"] = tools
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
                                              **extra)
+
+    def prefix_renderer(self, tokenizer: Any, messages: list[dict], tools: list | None = None):
+        """``render(n, generation_prompt)`` = :meth:`render_messages` of ``messages[:n]``, for many ``n``.
+
+        ``apply_chat_template`` converts every message to plain data on every call (most of its time on
+        a multi-turn record whose prefixes are all rendered); this converts ``messages`` once, with the
+        same transformers functions, and calls the same compiled template on slices (the conversion is
+        per message, so converting the whole and slicing equals converting the slice). Where that is not
+        known to be equivalent (a tokenizer class that overrides ``apply_chat_template``, tools given as
+        functions, transformers internals not found) it is :meth:`render_messages` itself.
+        tests/test_chat_render.py compares both on every reference tokenizer and the real data.
+        """
+        fast = _fast_parts(tokenizer, tools)
+        if fast is None:
+            return lambda n, generation_prompt=False: self.render_messages(tokenizer, messages[:n], tools,
+                                                                           generation_prompt)
+        compiled, plain, chat_fn = fast
+        chat = chat_fn(messages)
+        extra = {**tokenizer.special_tokens_map, **dict(self.kwargs)}
+        extra = plain(extra)
+        schemas = plain(list(tools)) if tools else None
+
+        def render(n: int, generation_prompt: bool = False) -> str:
+            return compiled.render(messages=chat[:n], tools=schemas, documents=None,
+                                   add_generation_prompt=generation_prompt, **extra)
+
+        return render
 
     def end_of_turn(self, tokenizer: Any) -> str:
         """The text the template writes right after every assistant reply, found by rendering probes.
@@ -364,11 +410,12 @@ class ChatTemplate(Template):
         marker = self.end_of_turn(tokenizer)
         messages, tools = chat_of(example)
         replies = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
-        full = self.render_messages(tokenizer, messages, tools)
+        render = self.prefix_renderer(tokenizer, messages, tools)
+        full = render(len(messages))
         units: list[tuple[str, str, str]] = []  # (prompt, reply, content)
         for k, j in enumerate(replies):
-            prompt = self.render_messages(tokenizer, messages[:j], tools, True)
-            closed = full if j == len(messages) - 1 else self.render_messages(tokenizer, messages[:j + 1], tools)
+            prompt = render(j, True)
+            closed = full if j == len(messages) - 1 else render(j + 1)
             content = messages[j]["content"]
             core = content.split("</think>")[-1].strip()
             if closed.startswith(prompt):
