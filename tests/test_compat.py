@@ -174,6 +174,20 @@ def test_version_is_the_distributions():
     assert utils.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
+def test_newest_env_is_tested_again_only_when_a_pinned_version_differs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compat_check", ROOT / "scripts" / "compat_check.py")
+    compat_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat_check)
+    differ = compat_check.differences_from_pins
+    pins = {"torch": "2.13.0", "transformers": "5.24.0", "ray": "2.50.0"}
+    # a CPU build tag is the same version; a pinned extra not installed (ray) is no difference
+    assert differ({"torch": "2.13.0+cpu", "transformers": "5.24.0", "pip": "26.0"}, pins) == {}
+    assert differ({"torch": "2.13.0+cpu", "transformers": "5.25.0"}, pins) == {"transformers": "5.24.0 -> 5.25.0"}
+    assert differ({"torch": "2.15.0+cpu", "transformers": "5.24.0"}, pins) == {"torch": "2.13.0 -> 2.15.0+cpu"}
+
+
 # --------------------------------------------------------------------------- Colab: the setup cell
 
 def test_colab_list_is_dated_and_sourced():
