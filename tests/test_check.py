@@ -440,64 +440,54 @@ def test_broken_packed_without_position_ids(tmp_path, packed, tiny):
     assert examples(finding) == [(i, restarts(packed["position_ids"][i])[0]) for i in several[:5]]
 
 
-
-def neat_packed(rows: dict, cutoff: int, pad_id: int, *, segment_ids: bool = True) -> tuple[dict, list]:
-    """Pack rows in order the way LLaMA-Factory's PackedSupervisedDatasetProcessor lays them out with
-    ``neat_packing``: ids and labels concatenated, ``attention_mask`` = 1 for the first example, 2 for the
-    second..., padded to ``cutoff + 1`` (pad id, label -100, mask 0), no ``position_ids`` column (its
-    collator derives them). Written here with plain lists, not with utils. Also returns each example's
-    (packed row, start position)."""
-    out = {"input_ids": [], "labels": [], "attention_mask": []}
-    starts, bins = [], [[]]
+def neat_pack(rows: dict, cutoff: int, pad: int, positions: bool) -> tuple[dict, list[list[int]]]:
+    """LLaMA-Factory's ``neat_packing`` layout, written here from its ``PackedSupervisedDatasetProcessor``: examples
+    (none over ``cutoff``) packed in order up to ``cutoff`` tokens; ``attention_mask`` ``k + 1`` over the k-th
+    example of a row; then ``cutoff + 1 - length`` pad tokens (label -100, attention 0, position 0). Its older
+    releases wrote no ``position_ids`` (``positions=False``). Returns the rows and the examples of each."""
+    packs: list[list[int]] = [[]]
     for i, ids in enumerate(rows["input_ids"]):
-        if sum(len(rows["input_ids"][j]) for j in bins[-1]) + len(ids) > cutoff:
-            bins.append([])
-        bins[-1].append(i)
-    for b, members in enumerate(bins):
-        ids, labels, mask = [], [], []
-        for k, i in enumerate(members):
-            starts.append((b, len(ids)))
-            ids += rows["input_ids"][i]
-            labels += rows["labels"][i]
-            mask += [k + 1 if segment_ids else 1] * len(rows["input_ids"][i])
-        pad = cutoff - len(ids) + 1
-        out["input_ids"].append(ids + [pad_id] * pad)
-        out["labels"].append(labels + [-100] * pad)
-        out["attention_mask"].append(mask + [0] * pad)
-    return out, starts
+        if len(ids) > cutoff:
+            continue
+        if packs[-1] and sum(len(rows["input_ids"][j]) for j in packs[-1]) + len(ids) > cutoff:
+            packs.append([])
+        packs[-1].append(i)
+    out = {"input_ids": [], "attention_mask": [], "labels": [], **({"position_ids": []} if positions else {})}
+    for pack in packs:
+        ids, att, labels, pos = [], [], [], []
+        for k, j in enumerate(pack):
+            n = len(rows["input_ids"][j])
+            ids += rows["input_ids"][j]
+            labels += rows["labels"][j]
+            att += [k + 1] * n
+            pos += list(range(n))
+        n_pad = cutoff + 1 - len(ids)
+        ids, labels, att, pos = ids + [pad] * n_pad, labels + [-100] * n_pad, att + [0] * n_pad, pos + [0] * n_pad
+        for name, values in (("input_ids", ids), ("attention_mask", att), ("labels", labels), ("position_ids", pos)):
+            if name in out:
+                out[name].append(values)
+    return out, packs
 
 
-def test_llamafactory_neat_packing_segment_ids_are_example_boundaries(tmp_path, good, tiny):
-    short = {k: [v for v, ids in zip(good[k], good["input_ids"]) if len(ids) <= 120][:40]
-             for k in ("input_ids", "labels")}
-    rows, starts = neat_packed(short, 256, tiny.pad_token_id)
-    later = [(b, s) for b, s in starts if s > 0]
-    assert len(later) >= 10  # rows really hold several examples
+@pytest.mark.parametrize("positions", [False, True], ids=["segment_ids_only", "with_position_ids"])
+def test_llamafactory_neat_packing_segment_ids_are_example_boundaries(tmp_path, good, tiny, positions):
+    rows, packs = neat_pack(good, 256, tiny.pad_token_id, positions)
+    several = [r for r, pack in enumerate(packs) if len(pack) > 1]
+    assert several and len(packs) < len(good["input_ids"])
     report = lint_rows(tmp_path, rows, tiny)
-    assert levels(report, "error") == set() and "packed_without_boundaries" not in found(report)
-    # the same rows with plain 0/1 masks: nothing marks where an example starts
-    flat, _ = neat_packed(short, 256, tiny.pad_token_id, segment_ids=False)
-    finding = found(lint_rows(tmp_path, flat, tiny))["packed_without_boundaries"]
-    assert finding["count"] == len(later) and examples(finding) == later[:5]
-    # one boundary lost: the second example of the first row gets the first one's segment id
-    row, start = later[0]
-    mask = rows["attention_mask"][row]
-    end = next(p for p in range(start, len(mask)) if mask[p] != mask[start])  # the next example or the padding
-    mask[start:end] = [mask[start - 1]] * (end - start)
-    finding = only_error(lint_rows(tmp_path, rows, tiny), "positions_not_restarting")
-    assert finding["count"] == 1 and examples(finding) == [(row, start)]
-
-def test_broken_position_ids_and_seq_lengths(tmp_path, packed, tiny):
-    rows = copy.deepcopy(packed)
-    rows["position_ids"][1][3] = 7
-    rows["seq_lengths"] = [[len(ids)] if restarts(p) == [] else [q - s for s, q in zip([0] + restarts(p),
-                                                                                    restarts(p) + [len(ids)])]
-                           for ids, p in zip(rows["input_ids"], packed["position_ids"])]
-    rows["seq_lengths"][2] = [rows["seq_lengths"][2][0] + 1] + rows["seq_lengths"][2][1:]
-    report = lint_rows(tmp_path, rows, tiny)
-    assert levels(report, "error") == {"positions_invalid", "seq_lengths_invalid"}
-    assert examples(found(report)["positions_invalid"]) == [(1, 3)] and found(report)["positions_invalid"]["count"] == 2
-    assert examples(found(report)["seq_lengths_invalid"]) == [(2, None)]
+    assert levels(report, "error") == levels(report, "warning") == set(), report["findings"]
+    assert report["exit_status"] == 0 and report["packed_rows"] == len(several)  # padding is no example
+    n_pad = [row.count(0) for row in rows["attention_mask"]]
+    assert found(report)["padded_rows"]["count"] == sum(n_pad) and found(report)["padded_rows"]["rows"] == len(packs)
+    # the second example of a row given the first one's segment id: it would attend to the first
+    broken = copy.deepcopy(rows)
+    r = several[0]
+    start = len(good["input_ids"][packs[r][0]])
+    end = start + len(good["input_ids"][packs[r][1]])
+    assert broken["attention_mask"][r][start:end] == [2] * (end - start)
+    broken["attention_mask"][r][start:end] = [1] * (end - start)  # position_ids (if any) still restart there
+    finding = only_error(lint_rows(tmp_path / "broken", broken, tiny), "positions_not_restarting")
+    assert examples(finding) == [(r, start)] and finding["count"] == 1
 
 
 def test_broken_duplicates_attention_and_length_mismatch(tmp_path, good, tiny):

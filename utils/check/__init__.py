@@ -3,7 +3,8 @@
 It reads a tokenized set -- ``python -m utils prepare`` output, or one written by TRL's ``SFTTrainer``
 preparation, LLaMA-Factory or a script: a ``datasets.save_to_disk`` directory, Parquet or JSONL with
 ``input_ids`` and ``labels`` (or TRL's ``completion_mask`` / ``assistant_masks``), optionally
-``attention_mask``, ``position_ids``, ``seq_lengths`` -- and reports the known pitfalls
+``attention_mask`` (0/1, or LLaMA-Factory's ``neat_packing`` segment ids 1, 2, 3 ...), ``position_ids``,
+``seq_lengths`` -- and reports the known pitfalls
 (:data:`utils.check.checks.CHECKS`), each with its level, how many rows (and tokens or spans) and the
 first example rows with the position in the row. It streams the Arrow table in batches with NumPy.
 

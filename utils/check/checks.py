@@ -44,9 +44,11 @@ CHECKS: dict[str, tuple[str, str]] = {
     "positions_invalid": ("error", "position_ids that neither restart at 0 nor count up by one"),
     "seq_lengths_invalid": ("error", "seq_lengths that do not add up to the row length or disagree with position_ids"),
     "positions_not_restarting": ("error", "packed rows: a new example starts (its opening tokens recur) but "
-                                          "position_ids (or segment ids) do not restart there, so it attends to the one before"),
+                                          "position_ids (or seq_lengths, or neat-packing segment ids) do not "
+                                          "restart there, so it attends to the one before"),
     "packed_without_boundaries": ("warning", "rows that hold several examples (their opening tokens recur) with no "
-                                             "position_ids, seq_lengths or segment ids: the examples attend to each other"),
+                                             "position_ids, seq_lengths or segment ids: the examples attend to "
+                                             "each other"),
     "attention_zeros": ("error", "attention_mask zeros inside a row (before its last attended token)"),
     "supervised_padding": ("error", "supervised positions whose attention_mask is 0"),
     "boundary_merge": ("warning", "a token merges the end of the prompt with the start of the reply: either the "
@@ -307,7 +309,9 @@ def _positions(r: Rows, state: State, tally: Tally) -> None:
         evidence |= (r.ids == state.facts.bos_id) & (r.pos > 0)
     if not evidence.any():
         return
-    if r.position_ids is not None or r.seq_lengths is not None or r.segments:
+    if r.segment_start is not None:  # neat packing: the segment ids alone decide what attends to what
+        tally.add("positions_not_restarting", *r.where(evidence & ~r.segment_start))
+    elif r.position_ids is not None or r.seq_lengths is not None:
         tally.add("positions_not_restarting", *r.where(evidence & ~r.example_start))
     else:
         tally.add("packed_without_boundaries", *r.where(evidence))

@@ -6,8 +6,11 @@ expression, not a Python loop over tokens. Labels come from ``labels``, else fro
 (``completion_mask``, ``assistant_masks``: a token is supervised where every mask present is 1, as
 ``SFTTrainer`` builds them), else every token is supervised (what a collator does with no labels).
 An *example* is a row, or one of the examples packed into it: ``position_ids`` restarting at 0,
-``seq_lengths``, or an ``attention_mask`` holding segment ids (LLaMA-Factory's ``neat_packing``: 1 for the
-first packed example, 2 for the second..., 0 for padding; read as such when a batch has a value above 1).
+``seq_lengths``, or LLaMA-Factory's ``neat_packing`` segment ids -- an ``attention_mask`` holding ``1``
+for the first packed example, ``2`` for the second and so on, and ``0`` for the padding after them
+(``PackedSupervisedDatasetProcessor`` writes ``[i + 1] * len(example)``; its collator lets a token attend
+only to tokens with the same id). Trailing padding (``attention_mask`` 0 after the last attended token)
+starts no example, though LLaMA-Factory gives each pad token position 0.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class Rows:
     attention: np.ndarray | None
     position_ids: np.ndarray | None
     seq_lengths: list | None   # per row, or None
-    segments: bool             # attention_mask holds segment ids (neat_packing), not 0/1
+    segment_start: np.ndarray | None  # (T,) bool: a neat-packing segment id begins (None: no segment ids)
     example: np.ndarray        # (T,) example number of each token (within the batch)
     example_start: np.ndarray  # (T,) bool
     same_example_next: np.ndarray  # (T,) token i+1 is in the same example as token i
@@ -117,12 +120,6 @@ def rows_of(batch: Any, first_row: int, problems: dict) -> Rows | None:
     seq_lengths = None
     if "seq_lengths" in names:
         seq_lengths = batch.column("seq_lengths").to_pylist()
-    attention = col.get("attention_mask")
-    segments = attention is not None and total > 0 and int(attention.max()) > 1
-    if segments:  # a new example where the segment id changes to another non-zero value
-        prev = np.empty_like(attention)
-        prev[0], prev[1:] = -1, attention[:-1]
-        start = start | ((attention != prev) & (attention > 0))
     if position_ids is not None:
         start = start | (position_ids == 0)
     elif seq_lengths is not None:
@@ -130,6 +127,17 @@ def rows_of(batch: Any, first_row: int, problems: dict) -> Rows | None:
             if parts:
                 cuts = offsets[r] + np.cumsum(parts)[:-1]
                 start[cuts[cuts < offsets[r + 1]]] = True
+    attention = col.get("attention_mask")
+    segment_start = None
+    if attention is not None and (attention > 1).any():  # segment ids, not a 0/1 mask
+        before = np.zeros_like(attention)
+        before[1:] = attention[:-1]
+        segment_start = (pos == 0) | (attention != 0) & (attention != before)
+        start |= segment_start
+    if attention is not None and total:
+        last_attended = np.full(len(lengths), -1, dtype=np.int64)
+        np.maximum.at(last_attended, row, np.where(attention != 0, pos, -1))
+        start &= (pos == 0) | (pos <= last_attended[row])  # trailing padding starts no example
     example = np.cumsum(start) - 1
     same = np.zeros(total, dtype=bool)
     if total:
@@ -137,5 +145,5 @@ def rows_of(batch: Any, first_row: int, problems: dict) -> Rows | None:
     sup = labels != IGNORE_INDEX
     span_start = sup & ~_within(sup, same, -1)
     span_end = sup & ~_within(sup, same, +1)
-    return Rows(index, lengths, ids, labels, row, pos, attention, position_ids, seq_lengths, segments,
+    return Rows(index, lengths, ids, labels, row, pos, attention, position_ids, seq_lengths, segment_start,
                 example, start, same, sup, span_start, span_end)
