@@ -121,10 +121,10 @@ def _trl_version() -> str | None:
 
 
 TRL_TESTED = "1.16"
-"""The TRL whose SFT preparation (``SFTTrainer._prepare_dataset``'s columns) the tests reproduce (the pin)."""
+"""The TRL whose data API the tests reproduce (``SFTTrainer._prepare_dataset``) or feed (``KTOTrainer``): the pin."""
 
 needs_tested_trl = pytest.mark.skipif(
     _trl_version() is not None and tuple(int(x) for x in _trl_version().split(".")[:2]) < (1, 16),
-    reason=f"TRL {_trl_version()} prepares SFT data differently from TRL {TRL_TESTED}, which these tests "
-           "reproduce: TRL 0.29 (Colab's) returns no labels column and a dataset whose formatting transform "
-           "cannot be saved")
+    reason=f"TRL {_trl_version()} has an older data API than TRL {TRL_TESTED}, which these tests reproduce or "
+           "feed: TRL 0.29 (Colab's) prepares SFT data without a labels column and with a transform that cannot "
+           "be saved, and its KTOTrainer wants a prompt column in place of our tokenized rows (KeyError: prompt)")

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from conftest import needs_tested_trl
 from utils.encode import EncodeError
 from utils.formats import read_records
 from utils.models import load_reference_tokenizer
@@ -163,6 +164,7 @@ def test_trl_dpo_trainer_takes_our_rows(tmp_path):
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
 
 
+@needs_tested_trl
 def test_trl_kto_trainer_takes_our_rows(tmp_path):
     from trl import KTOConfig
 
