@@ -589,3 +589,15 @@ def test_readme_entry_matches_the_command():
     assert "TRL 和 Stanford `train.py` 的结果各有 3 条" in section and "15 条 Alpaca 样例" in section
     assert len(alpaca_records()) == 15
     assert "0 表示没有 error" in section and "1 表示至少一个 error" in section and "2 表示用法错误" in section
+
+
+def test_sample_re_tokenizes_every_kth_row_only_and_says_how_many(tmp_path, good, tiny):
+    n = len(good["input_ids"])
+    full = lint_rows(tmp_path, good, tiny)
+    sampled = lint_rows(tmp_path / "s", good, tiny, sample=10)
+    stride = -(-n // 10)
+    chosen = [i for i in range(n) if i % stride == 0]
+    assert full["boundaries"]["rows_checked"] == n and sampled["boundaries"]["rows_checked"] == len(chosen)
+    assert 0 < sampled["boundaries"]["checked"] < full["boundaries"]["checked"]
+    assert any(f"checked on {len(chosen)} of {n} rows" in note for note in sampled["notes"])
+    assert levels(sampled, "error") == levels(full, "error")

@@ -83,8 +83,13 @@ def _share(values: np.ndarray, ids: frozenset) -> float:
 
 
 def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_length: int | None = None,
-         progress: bool = True, batch_size: int = 1024) -> dict[str, Any]:
+         progress: bool = True, batch_size: int = 1024, sample: int | None = None) -> dict[str, Any]:
     """Check the prepared set at ``path`` (see the module docstring); returns the report as a dict.
+
+    ``sample=N`` runs the re-tokenization checks (``boundary_merge``, ``prompt_tokens_differ``: a decode
+    and an encode per reply, the slow part with a tokenizer) on about ``N`` rows evenly spread (every k-th
+    row, k = ceil(rows / N)); every other check still reads every row. ``report["boundaries"]`` says how
+    many rows they covered (``rows_checked``).
 
     ``report["findings"]`` lists each pitfall found (``check``, ``level``, ``rows``, ``count``,
     ``examples`` as ``{"row", "position"}``, ``message``); ``report["exit_status"]`` is 1 when one is an
@@ -124,7 +129,8 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
         if r is None:
             continue
         if state is None:
-            state = State(facts or _first_facts(r), max_length, _opening(r))
+            state = State(facts or _first_facts(r), max_length, _opening(r),
+                          boundary_stride=-(-prepared.num_rows // sample) if sample else 1)
             notes += state.facts.notes
         tokens += int(r.lengths.sum())
         supervised += int(r.sup.sum())
@@ -144,6 +150,9 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
             not_checked.append("end_missing / end_not_supervised: needs --tokenizer (no common end token found)")
     if not max_length:
         not_checked.append("over_length: needs --max-length")
+    if sample and state is not None and facts is not None and facts.prompt_ends:
+        notes.append(f"--sample {sample}: boundary_merge / prompt_tokens_differ checked on {state.boundary_rows:,} "
+                     f"of {prepared.num_rows:,} rows (every {state.boundary_stride:,}th); the other checks on all")
     if state is not None and state.boundaries_unchecked:
         notes.append(f"{state.boundaries_unchecked} reply boundaries not checked (no known prompt ending before "
                      f"them), {state.boundaries_checked} checked")
@@ -166,7 +175,9 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
             "end_ids": sorted(int(i) for i in state.facts.end_ids) if state else [],
             "bos_id": state.facts.bos_id if state else None,
             "boundaries": {"checked": state.boundaries_checked if state else 0,
-                           "unchecked": state.boundaries_unchecked if state else 0},
+                           "unchecked": state.boundaries_unchecked if state else 0,
+                           "rows_checked": state.boundary_rows if state else 0,
+                           "sample": sample},
             "notes": notes, "not_checked": not_checked, "findings": findings,
             "errors": errors, "warnings": sum(f["level"] == "warning" for f in findings),
             "exit_status": 1 if errors else 0}

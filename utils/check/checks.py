@@ -123,6 +123,8 @@ class State:
     end_at_length: list = field(default_factory=list)  # (length, set row, position) of supervised-end examples
     boundaries_unchecked: int = 0
     boundaries_checked: int = 0
+    boundary_stride: int = 1  # re-tokenize the prompts of every k-th row only (--sample)
+    boundary_rows: int = 0    # rows whose reply boundaries were looked at
 
 
 def check_batch(r: Rows, state: State, tally: Tally) -> None:
@@ -240,8 +242,12 @@ def _boundaries(r: Rows, state: State, tally: Tally) -> None:
     batches (the tokenizer's Rust batch calls)."""
     facts = state.facts
     first_of_example = np.flatnonzero(r.example_start)
+    chosen = r.index % state.boundary_stride == 0
+    state.boundary_rows += int(chosen.sum())
     spans = []  # (start, end, example start, with BOS)
     for t, e in zip(np.flatnonzero(r.span_start), np.flatnonzero(r.span_end)):
+        if not chosen[r.row[t]]:
+            continue
         a = first_of_example[r.example[t]]
         if t - a >= 2:
             spans.append((t, e, a, facts.bos_id is not None and r.ids[a] == facts.bos_id))
