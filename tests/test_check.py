@@ -597,7 +597,7 @@ def test_sample_re_tokenizes_every_kth_row_only_and_says_how_many(tmp_path, good
     sampled = lint_rows(tmp_path / "s", good, tiny, sample=10)
     stride = -(-n // 10)
     chosen = [i for i in range(n) if i % stride == 0]
-    assert full["boundaries"]["rows_checked"] == n and sampled["boundaries"]["rows_checked"] == len(chosen)
+    assert full["boundary_rows"]["checked"] == n and sampled["boundary_rows"]["checked"] == len(chosen)
     assert 0 < sampled["boundaries"]["checked"] < full["boundaries"]["checked"]
     assert any(f"checked on {len(chosen)} of {n} rows" in note for note in sampled["notes"])
     assert levels(sampled, "error") == levels(full, "error")

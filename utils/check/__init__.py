@@ -89,7 +89,7 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
     ``sample=N`` runs the re-tokenization checks (``boundary_merge``, ``prompt_tokens_differ``: a decode
     and an encode per reply, the slow part with a tokenizer) on about ``N`` rows evenly spread (every k-th
     row, k = ceil(rows / N)); every other check still reads every row. ``report["boundaries"]`` says how
-    many rows they covered (``rows_checked``).
+    many rows they covered (``report["boundary_rows"]["checked"]``).
 
     ``report["findings"]`` lists each pitfall found (``check``, ``level``, ``rows``, ``count``,
     ``examples`` as ``{"row", "position"}``, ``message``); ``report["exit_status"]`` is 1 when one is an
@@ -175,9 +175,8 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
             "end_ids": sorted(int(i) for i in state.facts.end_ids) if state else [],
             "bos_id": state.facts.bos_id if state else None,
             "boundaries": {"checked": state.boundaries_checked if state else 0,
-                           "unchecked": state.boundaries_unchecked if state else 0,
-                           "rows_checked": state.boundary_rows if state else 0,
-                           "sample": sample},
+                           "unchecked": state.boundaries_unchecked if state else 0},
+            "boundary_rows": {"checked": state.boundary_rows if state else 0, "sample": sample},
             "notes": notes, "not_checked": not_checked, "findings": findings,
             "errors": errors, "warnings": sum(f["level"] == "warning" for f in findings),
             "exit_status": 1 if errors else 0}
