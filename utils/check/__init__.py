@@ -88,8 +88,8 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
 
     ``sample=N`` runs the re-tokenization checks (``boundary_merge``, ``prompt_tokens_differ``: a decode
     and an encode per reply, the slow part with a tokenizer) on about ``N`` rows evenly spread (every k-th
-    row, k = ceil(rows / N)); every other check still reads every row. ``report["boundaries"]`` says how
-    many rows they covered (``report["boundary_rows"]["checked"]``).
+    row, k = ceil(rows / N)); every other check still reads every row. ``report["boundary_rows"]["checked"]``
+    says how many rows they covered.
 
     ``report["findings"]`` lists each pitfall found (``check``, ``level``, ``rows``, ``count``,
     ``examples`` as ``{"row", "position"}``, ``message``); ``report["exit_status"]`` is 1 when one is an
@@ -152,7 +152,7 @@ def lint(path: Any, tokenizer: Any = None, template: str | None = None, max_leng
         not_checked.append("over_length: needs --max-length")
     if sample and state is not None and facts is not None and facts.prompt_ends:
         notes.append(f"--sample {sample}: boundary_merge / prompt_tokens_differ checked on {state.boundary_rows:,} "
-                     f"of {prepared.num_rows:,} rows (every {state.boundary_stride:,}th); the other checks on all")
+                     f"of {prepared.num_rows:,} rows (every {state.boundary_stride:,}-th row); the other checks on all")
     if state is not None and state.boundaries_unchecked:
         notes.append(f"{state.boundaries_unchecked} reply boundaries not checked (no known prompt ending before "
                      f"them), {state.boundaries_checked} checked")
