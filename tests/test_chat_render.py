@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import load_reference_tokenizer
 from utils.formats import chat_of, iter_records
 from utils.templates import TEMPLATES, ChatTemplate
 
@@ -23,6 +24,14 @@ TRICKY = [
      "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather of a city",
                                                   "parameters": {"type": "object", "properties": {
                                                       "city": {"type": "string"}}}}}]},
+]
+
+
+# reasoning under an older field name (aliased to reasoning_content by transformers), a message with an extra
+# string field: both are dicts of strings, which the renderer copies instead of converting
+TRICKY += [
+    {"messages": [{"role": "user", "content": "1+1?", "name": "ann"},
+                  {"role": "assistant", "content": "2", "reasoning": "One and one."}]},
 ]
 
 
@@ -72,3 +81,16 @@ def test_prefix_renderer_falls_back_for_overridden_apply_chat_template(tok):
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
     text = ChatTemplate("chat_template").prefix_renderer(other, messages)(2)
     assert calls and text == tok.apply_chat_template(messages, tokenize=False)
+
+
+def test_fast_rendering_raises_what_apply_chat_template_raises():
+    """A template's own refusal (``raise_exception``) comes out of the faster rendering unchanged."""
+    import jinja2
+
+    tok = load_reference_tokenizer("mistral")
+    messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+    with pytest.raises(jinja2.TemplateError) as want:
+        tok.apply_chat_template(messages, tokenize=False)
+    with pytest.raises(jinja2.TemplateError) as got:
+        ChatTemplate("chat_template").prefix_renderer(tok, messages)(2)
+    assert str(got.value) == str(want.value) and "alternate" in str(got.value)

@@ -426,3 +426,32 @@ def test_backend_truncation_left_on_is_ignored():
     tok.backend_tokenizer.enable_truncation(8)
     tok.backend_tokenizer.enable_padding(length=300)
     assert encode(LONG, tok, "vicuna") == want
+
+
+def test_joined_window_checks_equal_one_by_one(any_tokenizer, real_data_dir):
+    """``_Plan.crossings`` (windows tokenized in chunks after the EOS) finds exactly the token-across-the-cut
+    windows that tokenizing each window alone finds: random cuts in real replies and instructions, and the
+    probes themselves. Byte-level BPE tokenizers (GPT-2, Qwen, Llama 3, tiny) take the joined path; LLaMA-2's
+    and Mistral's Metaspace (a "▁" added only at the start of a text) must not."""
+    import random
+
+    from utils.encode import _JOIN_PROBES, _WINDOW, _plan
+
+    plan = _plan(any_tokenizer)
+    rng = random.Random(0)
+    texts = list(_JOIN_PROBES)
+    for name in ("fastchat_dummy_conversation.json", "llamafactory_alpaca_zh_demo.json"):
+        for record in list(iter_records(real_data_dir / name))[:150]:
+            texts += [m["content"] for m in record.get("messages", [])] or [record["instruction"], record["output"]]
+    windows, cuts = [], []
+    for text in texts:
+        for _ in range(3):
+            at = rng.randrange(0, len(text) + 1)
+            left = text[max(0, at - _WINDOW):at]
+            windows.append(left + text[at:at + _WINDOW])
+            cuts.append(len(left))
+    alone = [any(a < cut < b for a, b in enc.offsets)
+             for enc, cut in zip(plan.backend.encode_batch(windows, add_special_tokens=False), cuts)]
+    assert 0.2 < sum(alone) / len(alone) < 0.9  # both outcomes are well represented
+    assert plan.crossings(windows, cuts) == alone
+    assert plan.joinable == (type(any_tokenizer.backend_tokenizer.pre_tokenizer).__name__ != "Metaspace")

@@ -277,7 +277,7 @@ def _after_prompt(prompt: str, closed: str, core: str, marker: str) -> str | Non
 
 
 def _fast_parts(tokenizer: Any, tools: list | None):
-    """``(compiled template, to-plain-data, messages-to-template-data)`` as ``apply_chat_template`` uses them,
+    """``(render(**variables), to-plain-data, messages-to-template-data)`` as ``apply_chat_template`` uses them,
     or None where rendering through them is not known to equal ``apply_chat_template``."""
     try:
         from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -291,8 +291,45 @@ def _fast_parts(tokenizer: Any, tools: list | None):
         return None
     if tools and not all(isinstance(t, dict) for t in tools):
         return None
-    compiled = compile_(tokenizer.get_chat_template(None, tools))
-    return compiled, plain, lambda messages: alias(plain(normalize(messages)))
+    source = tokenizer.get_chat_template(None, tools)
+    found = _parts.get(source)
+    if found is None:
+        reasoning = tuple(getattr(ctu, "_REASONING_FIELDS", ()))
+
+        def to_data(messages: list) -> list:
+            # a message that is a dict of strings is its own plain data (the conversion gives a copy), and
+            # one without a reasoning field is left as it is by the aliasing
+            if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items()) for m in messages):
+                copies = [dict(m) for m in messages]
+                return alias(copies) if any(k in m for m in copies for k in reasoning) or not reasoning else copies
+            return alias(plain(normalize(messages)))
+
+        found = _parts[source] = (_renderer(compile_(source)), plain, to_data)
+    return found
+
+
+_parts: dict = {}  # chat template source -> what _fast_parts gives
+
+
+def _renderer(compiled: Any):
+    """``compiled.render`` without its per-call cost: Jinja's ``Template.render`` copies the template's
+    globals (a ``ChainMap``) into every new context, twice; here they are copied once per compiled
+    template and each call builds the same ``Context`` from a plain dict. It is ``render`` itself where
+    the Jinja internals this needs are missing."""
+    env = compiled.environment
+    root = getattr(compiled, "root_render_func", None)
+    if root is None or getattr(env, "is_async", True) or not hasattr(env, "context_class"):
+        return compiled.render
+    glob = dict(compiled.globals)
+    name, blocks, context, concat = compiled.name, compiled.blocks, env.context_class, env.concat
+
+    def render(**variables: Any) -> str:
+        try:
+            return concat(root(context(env, {**glob, **variables}, name, blocks, globals=glob)))
+        except Exception:
+            env.handle_exception()
+
+    return render
 
 
 @dataclass(frozen=True)
@@ -346,14 +383,14 @@ class ChatTemplate(Template):
         if fast is None:
             return lambda n, generation_prompt=False: self.render_messages(tokenizer, messages[:n], tools,
                                                                            generation_prompt)
-        compiled, plain, chat_fn = fast
+        render_template, plain, chat_fn = fast
         chat = chat_fn(messages)
         extra = {**tokenizer.special_tokens_map, **dict(self.kwargs)}
         extra = plain(extra)
         schemas = plain(list(tools)) if tools else None
 
         def render(n: int, generation_prompt: bool = False) -> str:
-            return compiled.render(messages=chat[:n], tools=schemas, documents=None,
+            return render_template(messages=chat[:n], tools=schemas, documents=None,
                                    add_generation_prompt=generation_prompt, **extra)
 
         return render
