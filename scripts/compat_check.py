@@ -9,7 +9,8 @@ unit tests (``pytest tests``) and every notebook (``pytest notebooks --nbval-lax
 repository whose ``utils/`` is never imported (``PYTHONSAFEPATH=1``: the installed package is).
 Strict output equality (``--nbval``) and the exact pins stay with the pinned environment (``make test``).
 
-- ``newest``: what pip resolves today for the package's ranges (``pip install WHEEL[serve,dev]``).
+- ``newest``: what pip resolves today for the package's ranges (``pip install WHEEL[lab,serve,dev]``: what
+  ``make setup`` installs, without the ``ray`` extra and without the pins).
 - ``colab``: Colab's published package list (``compat/colab-*.txt``, newest file). First Colab's versions
   of the packages the course uses are installed, then the wheel exactly the way the notebooks' setup cell
   does it in Colab (ranges, no constraints), and the check fails if that changed any of Colab's versions
@@ -189,7 +190,7 @@ def check_env(name: str, work: Path, wheel: Path, args) -> dict:
     torch_pin = f"torch=={args.torch}"
     run(pip + [torch_pin], log_file=logf, env=pip_env)   # the CPU build first: pip keeps it afterwards
     if name == "newest":
-        run(pip + [f"{wheel}[serve,dev]"], log_file=logf, env=pip_env)
+        run(pip + [f"{wheel}[lab,serve,dev]"], log_file=logf, env=pip_env)
     else:
         colab_file = newest_colab_list()
         result["constraints"] = colab_file.name

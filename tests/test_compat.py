@@ -229,9 +229,23 @@ def test_setup_cell_installs_with_the_ranges_only():
         assert forbidden not in line, f"the setup cell must not use {forbidden!r}: {line}"
 
 
-def test_compat_check_is_wired_into_make_and_ci():
+def _recipe(makefile: str, target: str) -> tuple[str, list[str]]:
+    """``(prerequisites, recipe lines)`` of ``target`` in a Makefile."""
+    match = re.search(rf"^{re.escape(target)}:(.*)\n((?:\t.*\n?)*)", makefile, re.M)
+    assert match, f"the Makefile has no {target!r} target"
+    lines = [line.strip() for line in match.group(2).replace("\\\n", " ").splitlines() if line.strip()]
+    return match.group(1).strip(), lines
+
+
+def test_make_test_runs_the_compat_check_after_the_pinned_tests():
+    """CI runs `make test` (tests/test_pins.py); the fresh environments must be part of it, after the
+    pinned suite, and `make compat` must run the same check on its own."""
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^compat:", makefile, re.M) and "scripts/compat_check.py" in makefile
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "make compat" in ci or re.search(r"^test:.*compat", makefile, re.M)
-    assert "make compat" in (ROOT / "README.md").read_text()
+    prereqs, recipe = _recipe(makefile, "test")
+    assert prereqs.split() == ["test-pinned"], prereqs
+    assert [line for line in recipe if "scripts/compat_check.py" in line] == recipe[-1:], recipe
+    pinned_prereqs, pinned = _recipe(makefile, "test-pinned")
+    assert pinned_prereqs == "setup" and any("--nbval " in line and "tests notebooks" in line for line in pinned)
+    assert any("scripts/compat_check.py" in line for line in _recipe(makefile, "compat")[1])
+    readme = (ROOT / "README.md").read_text()
+    assert "make test-pinned" in readme and "make compat" in readme

@@ -83,5 +83,5 @@ def test_both_commands_use_the_constraints_and_ci_calls_the_readme_test_command(
     assert "make lab" in readme and "make test" in readme
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.lstrip().startswith("#")]
-    # exactly the README's test command (`make compat` is a separate, longer check: see the README)
+    # exactly the README's test command (which ends with `make compat`'s check: tests/test_compat.py)
     assert ci[-1] == "make test", f".ci/run must end by calling the README's test command, got {ci[-1]!r}"
