@@ -172,9 +172,9 @@ def prepare_with_ray(paths: Sequence[str | os.PathLike], out: str | os.PathLike,
     ray = _ray()
     import pyarrow.dataset as pads
 
-    from utils.encode import _check_options
+    from utils.encode import check_options
 
-    _check_options(max_length, truncation, "skip")
+    check_options(max_length, truncation, "skip")
     if on_error not in ("stop", "skip"):
         raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
     paths = [str(p) for p in paths]

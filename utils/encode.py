@@ -85,7 +85,7 @@ from utils.templates import Segment, Template, TemplateLike, get_template
 
 __all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
            "encode_dataset", "records_to_dataset", "continuation_method", "tokenizer_fingerprint",
-           "chars_per_token_bound", "LocationLog"]
+           "chars_per_token_bound", "LocationLog", "check_options"]
 
 RECORD_JSON = "_record_json"
 """Column of :func:`records_to_dataset`'s datasets: one record as JSON text per row."""
@@ -511,7 +511,8 @@ def _rows_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, p
     return rows
 
 
-def _check_options(max_length: int | None, truncation: str, on_error: str) -> None:
+def check_options(max_length: int | None, truncation: str, on_error: str = "raise") -> None:
+    """Raise ``ValueError`` for options no encoder accepts (shared by SFT, preference and pretraining data)."""
     if truncation not in TRUNCATION_POLICIES:
         raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
     if on_error not in ("raise", "skip"):
@@ -651,7 +652,7 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
     (``on_error="raise"``) or, with ``"skip"``, gives None / ``[]`` and its error is appended to
     ``problems``. ``start_index`` numbers records in errors.
     """
-    _check_options(max_length, truncation, on_error)
+    check_options(max_length, truncation, on_error)
     tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
     plan = _plan(tokenizer)
     record_rows: list[list[list[Segment]]] = []
@@ -1071,7 +1072,7 @@ def encode_dataset(data: Any, tokenizer: Any, template: TemplateLike, max_length
     from utils._version import __version__
 
     tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
-    _check_options(max_length, truncation, on_error)  # before reading a stream into Arrow
+    check_options(max_length, truncation, on_error)  # before reading a stream into Arrow
     ds = records_to_dataset(data, cache_dir)
     records = len(ds)
     ints = datasets.List(datasets.Value("int32"))

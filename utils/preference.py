@@ -46,7 +46,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from utils.encode import IGNORE_INDEX, EncodeError, encode_batch
+from utils.encode import IGNORE_INDEX, EncodeError, check_options, encode_batch
 from utils.formats import RecordError, check_record
 from utils.templates import TemplateLike, get_template
 
@@ -136,10 +136,7 @@ def _encode_many(examples: list[Mapping[str, Any]], tokenizer: Any, template: Te
                  problems: list, stats: PreferenceResult | None, chat_template_kwargs: Mapping | None) -> list:
     if kind not in _ANSWERS:
         raise ValueError(f"kind must be 'preference' or 'kto', got {kind!r}")
-    if truncation not in ("drop", "truncate"):
-        raise ValueError(f"truncation must be 'drop' or 'truncate', got {truncation!r}")
-    if max_length is not None and max_length < 2:
-        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    check_options(max_length, truncation, on_error)
     answers = _ANSWERS[kind]
     options = _encode_options(chat_template_kwargs)
     records: list[dict | None] = []
@@ -273,8 +270,7 @@ def encode_preference_dataset(data: Iterable[Mapping[str, Any]], tokenizer: Any,
     """
     import datasets
 
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    check_options(max_length, truncation, on_error)  # before reading a stream
     tmpl = get_template(template)
     result = PreferenceResult(dataset=None, kind=kind, template=tmpl.name, max_length=max_length,
                               truncation=truncation)
