@@ -7,7 +7,8 @@
 For each environment: a fresh venv, the wheel built from this checkout (not an editable install), the
 unit tests (``pytest tests``) and every notebook (``pytest notebooks --nbval-lax``) run on a copy of the
 repository whose ``utils/`` is never imported (``PYTHONSAFEPATH=1``: the installed package is).
-Strict output equality (``--nbval``) and the exact pins stay with the pinned environment (``make test``).
+Strict output equality (``--nbval``) and the exact pins stay with the pinned environment (``make test-pinned``,
+the first half of ``make test``; this script is its second half).
 
 - ``newest``: what pip resolves today for the package's ranges (``pip install WHEEL[lab,serve,dev]``: what
   ``make setup`` installs, without the ``ray`` extra and without the pins).
@@ -232,10 +233,10 @@ def check_env(name: str, work: Path, wheel: Path, args) -> dict:
         differ = differences_from_pins(installed, read_pins(ROOT / "constraints.txt"))
         result["differs_from_pins"] = differ
         if not differ:
-            # The tests cannot differ from `make test`'s (same versions) and the colab environment runs
+            # The tests cannot differ from `make test-pinned`'s (same versions) and the colab environment runs
             # them on the wheel outside the source tree: nothing would be learnt from a second run.
             log("newest: pip resolved exactly constraints.txt's versions: the unit tests and notebooks are "
-                "`make test`'s (the wheel outside the tree is the colab environment's check); not run again "
+                "`make test-pinned`'s (the wheel outside the tree is the colab environment's check); not run again "
                 "(--full runs them)")
             result["unit"] = result["notebooks"] = {"not_run": "same versions as constraints.txt"}
     tree = env_dir / "tree"
