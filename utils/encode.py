@@ -81,7 +81,7 @@ from itertools import chain
 from typing import Any, Mapping, Sequence
 
 from utils.formats import RecordError, check_record, detect_kind
-from utils.templates import Segment, Template, TemplateLike, get_template
+from utils.templates import Segment, Template, TemplateLike, get_template, vocab_key
 
 __all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
            "encode_dataset", "records_to_dataset", "continuation_method", "tokenizer_fingerprint",
@@ -366,7 +366,7 @@ def _plan_key(tokenizer: Any) -> tuple:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     state = (id(backend), repr(backend.truncation), repr(backend.padding)) if backend is not None else None
     return (tokenizer.eos_token, tokenizer.bos_token, getattr(tokenizer, "chat_template", None),
-            len(tokenizer), state)
+            vocab_key(tokenizer), state)
 
 
 def _plan(tokenizer: Any) -> _Plan:
