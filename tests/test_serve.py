@@ -158,7 +158,10 @@ def test_health_models_and_binding(server, client):
     with urllib.request.urlopen(server.url + "/health", timeout=10) as r:
         assert r.status == 200 and json.loads(r.read()) == {"status": "ok"}
     assert sorted(m.id for m in client.models.list().data) == sorted(serve.MODELS) == sorted(server.models)
-    listening = [c.laddr for c in psutil.Process(server.pid).net_connections(kind="inet")
+    proc = psutil.Process(server.pid)
+    # net_connections since psutil 6.0; Colab has 5.9 (connections, the older name)
+    connections = getattr(proc, "net_connections", None) or proc.connections
+    listening = [c.laddr for c in connections(kind="inet")
                  if c.status == psutil.CONN_LISTEN]
     assert listening == [(serve.HOST, server.port)], f"the server listens on {listening}"
 
