@@ -165,9 +165,11 @@ class _Plan:
     def crossings(self, windows: list[str], cuts: list[int]) -> list[bool]:
         """Per window: does its tokenization put a token across character ``cut`` (``a < cut < b``)?
 
-        Tokenizing thousands of 20-character windows one by one costs mostly per-text overhead, so they are
-        tokenized in chunks, each window after the EOS (a special token: the tokenizer splits there and
-        tokenizes each side on its own), and the tokens are read back from the offsets. Used only where
+        The windows (20 characters each, one per cut) are tokenized in chunks of :data:`_JOIN_CHUNK`, each
+        window after the EOS (a special token: the tokenizer splits there and tokenizes each side on its own),
+        and the tokens are read back from the offsets in one pass, instead of one ``Encoding`` and one offsets
+        list per window (``vicuna`` multi-turn ``encode_batch`` 1.09-1.39x faster in two loaded A/B runs,
+        ``chat_template`` unchanged: see benchmarks/README.md). Used only where
         probes show that a window after the EOS gets exactly the tokens it gets alone (:meth:`joinable`);
         otherwise, and for the Metaspace ``"first"`` scheme or an EOS that strips whitespace, one by one.
         """
