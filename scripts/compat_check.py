@@ -50,6 +50,10 @@ SUBSTITUTED = {"setuptools"}
 PINNED_ONLY = ("tests/test_pins.py::test_installed_versions_are_the_pinned_ones",
                # constraints.txt beside the package: a source checkout (`make setup`), not an installed wheel
                "tests/test_course.py::test_repository_pins_are_read_and_installed")
+OPTIONAL_EXTRAS = ("tests/test_ray.py",)
+"""Tests of an optional extra the fresh environments do not install (``ray``: a cluster engine, not needed by the
+course; `make setup` installs it and the pinned suite runs these). Left out rather than skipped, because under
+``CI`` a missing Ray is a failure (tests/test_ray.py)."""
 NOT_IN = {"colab": ("tests/test_course.py::test_jupyterlab_serves_the_course",)}
 """Tests left out in one environment, and why: Colab serves the notebooks with its own front end and has no
 JupyterLab (its list holds notebook 6.5.7 and jupyter_server 2.20, no `jupyterlab`); `make lab` is for the
@@ -250,7 +254,7 @@ def check_env(name: str, work: Path, wheel: Path, args) -> dict:
                            capture_output=True, text=True, check=True).stdout.strip()
     if str(venv) not in where:
         raise RuntimeError(f"{name}: `import utils` found {where}, not the installed wheel")
-    left_out = PINNED_ONLY + NOT_IN.get(name, ())
+    left_out = PINNED_ONLY + OPTIONAL_EXTRAS + NOT_IN.get(name, ())
     for part, argv in (("unit", ["tests"] + [f"--deselect={d}" for d in left_out]),
                        ("notebooks", ["notebooks", "--nbval-lax", "--nbval-current-env"])):
         if part in result:

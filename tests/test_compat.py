@@ -249,3 +249,19 @@ def test_make_test_runs_the_compat_check_after_the_pinned_tests():
     assert any("scripts/compat_check.py" in line for line in _recipe(makefile, "compat")[1])
     readme = (ROOT / "README.md").read_text()
     assert "make test-pinned" in readme and "make compat" in readme
+
+
+def test_fresh_environments_leave_out_the_extras_they_do_not_install():
+    """Neither fresh environment installs the ``ray`` extra, and under ``CI`` tests/test_ray.py fails without it
+    (it must not skip silently in the pinned suite): compat_check deselects it there, and only there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compat_check", ROOT / "scripts" / "compat_check.py")
+    compat_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compat_check)
+    source = (ROOT / "scripts" / "compat_check.py").read_text()
+    assert "tests/test_ray.py" in compat_check.OPTIONAL_EXTRAS
+    assert "left_out = PINNED_ONLY + OPTIONAL_EXTRAS" in source
+    assert not re.search(r'\[[^\]]*\bray\b[^\]]*\]"\]', source), "an environment installs the ray extra after all"
+    ray_test = (ROOT / "tests" / "test_ray.py").read_text()
+    assert 'os.environ.get("CI")' in ray_test and "pytest.fail" in ray_test
