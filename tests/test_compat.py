@@ -175,12 +175,9 @@ def test_version_is_the_distributions():
 
 
 def test_newest_env_is_tested_again_only_when_a_pinned_version_differs():
-    import importlib.util
+    from nbexec import load_script
 
-    spec = importlib.util.spec_from_file_location("compat_check", ROOT / "scripts" / "compat_check.py")
-    compat_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compat_check)
-    differ = compat_check.differences_from_pins
+    differ = load_script("compat_check.py").differences_from_pins
     pins = {"torch": "2.13.0", "transformers": "5.24.0", "ray": "2.50.0"}
     # a CPU build tag is the same version; a pinned extra not installed (ray) is no difference
     assert differ({"torch": "2.13.0+cpu", "transformers": "5.24.0", "pip": "26.0"}, pins) == {}
@@ -254,11 +251,9 @@ def test_make_test_runs_the_compat_check_after_the_pinned_tests():
 def test_fresh_environments_leave_out_the_extras_they_do_not_install():
     """Neither fresh environment installs the ``ray`` extra, and under ``CI`` tests/test_ray.py fails without it
     (it must not skip silently in the pinned suite): compat_check deselects it there, and only there."""
-    import importlib.util
+    from nbexec import load_script
 
-    spec = importlib.util.spec_from_file_location("compat_check", ROOT / "scripts" / "compat_check.py")
-    compat_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compat_check)
+    compat_check = load_script("compat_check.py")
     source = (ROOT / "scripts" / "compat_check.py").read_text()
     assert "tests/test_ray.py" in compat_check.OPTIONAL_EXTRAS
     assert "left_out = PINNED_ONLY + OPTIONAL_EXTRAS" in source

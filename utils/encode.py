@@ -197,16 +197,15 @@ class _Plan:
     def joinable(self) -> bool:
         """Does every probe window tokenize after the EOS exactly as alone (same ids, same offsets)?"""
         if self._joinable is None:
-            eos, ok = self.eos, True
+            eos, step, ok, tokens = self.eos, len(self.eos), True, 0
             for w in _JOIN_PROBES:
                 alone = self.backend.encode(w, add_special_tokens=False)
                 after = self.backend.encode(eos + w, add_special_tokens=False)
-                shifted = [(a - len(eos), b - len(eos)) for a, b in after.offsets[1:]]
+                shifted = [(a - step, b - step) for a, b in after.offsets[1:]]
                 ok = ok and after.ids[:1] == [self.eos_id] and after.ids[1:] == alone.ids and shifted == alone.offsets
+                tokens += 1 + len(alone.ids)
             joined = self.backend.encode(eos + eos.join(_JOIN_PROBES), add_special_tokens=False)
-            ok = ok and len(joined.ids) == sum(len(self.backend.encode(w, add_special_tokens=False).ids) + 1
-                                               for w in _JOIN_PROBES)
-            self._joinable = ok
+            self._joinable = ok and len(joined.ids) == tokens
         return self._joinable
 
     def encode_first(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:

@@ -304,14 +304,10 @@ def _fast_parts(tokenizer: Any, tools: list | None):
     source = tokenizer.get_chat_template(None, tools)
     found = _parts.get(source)
     if found is None:
-        reasoning = tuple(getattr(ctu, "_REASONING_FIELDS", ()))
-
         def to_data(messages: list) -> list:
-            # a message that is a dict of strings is its own plain data (the conversion gives a copy), and
-            # one without a reasoning field is left as it is by the aliasing
+            # a message that is a dict of strings is its own plain data: the conversion would give a copy
             if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items()) for m in messages):
-                copies = [dict(m) for m in messages]
-                return alias(copies) if any(k in m for m in copies for k in reasoning) or not reasoning else copies
+                return alias([dict(m) for m in messages])
             return alias(plain(normalize(messages)))
 
         found = _parts[source] = (_renderer(compile_(source)), plain, to_data)
