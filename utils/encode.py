@@ -81,6 +81,7 @@ from itertools import chain
 from typing import Any, Mapping, Sequence
 
 from utils.formats import RecordError, check_record, detect_kind
+from utils.spans import PairCheck
 from utils.templates import Segment, Template, TemplateLike, get_template, vocab_key
 
 __all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
@@ -126,6 +127,8 @@ class _Plan:
         if not self.eos or tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no eos_token; set tokenizer.eos_token")
         self.eos_id = tokenizer.eos_token_id
+        added = tokenizer.added_tokens_decoder.get(self.eos_id)
+        self.eos_strips = bool(added is not None and (added.lstrip or added.rstrip))
         anchor = backend.encode(self.eos, add_special_tokens=False).ids
         if anchor != [self.eos_id]:
             raise ValueError(f"tokenizer {tokenizer.name_or_path!r}: eos_token {self.eos!r} does not tokenize to "
@@ -146,6 +149,14 @@ class _Plan:
         self._prefixes: dict = {}
         self._chars_per_token: Any = False  # computed on first use (parses the tokenizer's JSON once)
         self._joinable: bool | None = None
+        self._pairs: PairCheck | None = None
+
+    @property
+    def pairs(self) -> PairCheck:
+        """Which character pairs a token of this tokenizer can hold (:class:`utils.spans.PairCheck`)."""
+        if self._pairs is None:
+            self._pairs = PairCheck(self.backend)
+        return self._pairs
 
     @property
     def chars_per_token(self) -> int | None:
@@ -205,17 +216,46 @@ class _Plan:
                 ok = ok and after.ids[:1] == [self.eos_id] and after.ids[1:] == alone.ids and shifted == alone.offsets
                 tokens += 1 + len(alone.ids)
             joined = self.backend.encode(eos + eos.join(_JOIN_PROBES), add_special_tokens=False)
-            self._joinable = ok and len(joined.ids) == tokens
+            self._joinable = ok and len(joined.ids) == tokens and not self.eos_strips
         return self._joinable
 
     def encode_first(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
         return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
 
     def encode_cont(self, texts: list[str], method: str | None = None) -> list[list[int]]:
+        """Each text tokenized on its own as a continuation (see the module docstring, step 2)."""
+        if method is None and self.joinable:
+            return self._encode_joined(texts)
         if (method or self.method) == "plain":
             return [e.ids for e in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
         eos = self.eos
         return [e.ids[1:] for e in self.backend.encode_batch_fast([eos + t for t in texts], add_special_tokens=False)]
+
+    def _encode_joined(self, texts: list[str]) -> list[list[int]]:
+        """:meth:`encode_cont` with up to :data:`_JOIN_CHUNK` texts per tokenizer input, each after the EOS
+        (where :meth:`joinable` shows a text after the EOS gets exactly its tokens alone: fewer, longer
+        inputs are cheaper for the tokenizer, see benchmarks/README.md). The ids are cut back into texts at
+        the EOS ids: text k's ids end before the EOS that follows it, found by counting the EOS texts inside
+        the texts before it; a chunk whose EOS count disagrees (an EOS text swallowed by a longer added
+        token) is tokenized one text at a time."""
+        eos, eos_id, out = self.eos, self.eos_id, []
+        chunks = [texts[at:at + _JOIN_CHUNK] for at in range(0, len(texts), _JOIN_CHUNK)]
+        encoded = self.backend.encode_batch_fast([eos + eos.join(c) for c in chunks], add_special_tokens=False)
+        for chunk, enc in zip(chunks, encoded):
+            ids, inner = enc.ids, [t.count(eos) for t in chunk]
+            if ids.count(eos_id) != len(chunk) + sum(inner):
+                out += [e.ids[1:] for e in self.backend.encode_batch_fast([eos + t for t in chunk],
+                                                                          add_special_tokens=False)]
+                continue
+            start, last = 1, len(chunk) - 1  # after the chunk's first EOS
+            for j, k in enumerate(inner):
+                end = start
+                for _ in range(k):  # the EOS ids of text j's own EOS texts
+                    end = ids.index(eos_id, end) + 1
+                end = ids.index(eos_id, end) if j < last else len(ids)
+                out.append(ids[start:end])
+                start = end + 1
+        return out
 
 
 _PROBE_USER = "Probe"
@@ -468,12 +508,13 @@ def _strings(value: Any):
             yield from _strings(v)
 
 
-def _special_problem(example: Mapping[str, Any], plan: _Plan) -> tuple[str, str] | None:
+def _special_problem(example: Mapping[str, Any], plan: _Plan, text: str | None = None) -> tuple[str, str] | None:
     """``(field, reason)`` if a text of ``example`` contains special-token text (or the text of an added
-    token that strips the whitespace around it), else None."""
+    token that strips the whitespace around it), else None. ``text``: the record's JSON text if known."""
     # one scan of the whole record's JSON text (tokens JSON would escape: of the strings); fields only on a hit
     try:
-        joined = json.dumps(example, ensure_ascii=False) if plan.json_safe else "\x00".join(_strings(dict(example)))
+        joined = ((text if text is not None else json.dumps(example, ensure_ascii=False)) if plan.json_safe
+                  else "\x00".join(_strings(dict(example))))
     except (TypeError, ValueError):
         joined = "\x00".join(_strings(dict(example)))
     if not any(t in joined for t in plan.specials) and not any(t in joined for t in plan.stripping):
@@ -493,13 +534,13 @@ def _special_problem(example: Mapping[str, Any], plan: _Plan) -> tuple[str, str]
 
 
 def _rows_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, plan: _Plan,
-                   index: int) -> list[list[Segment]]:
+                   index: int, text: str | None = None) -> list[list[Segment]]:
     if detect_kind(example) != "sft":  # e.g. KTO's label: false -- never trained as a plain SFT target
         try:
             check_record(example)
         except RecordError as e:
             raise EncodeError(index, e.field, e.reason) from None
-    problem = _special_problem(example, plan)
+    problem = _special_problem(example, plan, text)
     if problem:
         raise EncodeError(index, *problem)
     try:
@@ -556,9 +597,18 @@ def _tokenize_units(units: list[list[Segment]], tmpl: Template, tokenizer: Any, 
     # 3. one batched look at small windows around every cut: does whole-text tokenization put a token
     #    across it? At a prompt cut that means "tokenize the whole piece instead"; at a prompt/reply
     #    boundary it is a boundary merge. A prompt ending with a special token cannot merge.
-    windows, cuts = [], []
+    #    Most cuts are decided without a window: no token of the vocabulary holds the two characters around
+    #    them (:class:`utils.spans.PairCheck`)
+    flags: list = []  # per cut: whether a token is across it (None until its window is tokenized)
+    windows, cuts, looked = [], [], []
+    may_span = plan.pairs.may_span
 
     def window(left: str, right: str) -> None:
+        if not may_span(left, right):
+            flags.append(False)
+            return
+        looked.append(len(flags))
+        flags.append(None)
         left = left[-_WINDOW:]
         windows.append(left + right[:_WINDOW])
         cuts.append(len(left))
@@ -576,8 +626,10 @@ def _tokenize_units(units: list[list[Segment]], tmpl: Template, tokenizer: Any, 
                     continue
                 window(segs[k - 1].text, segs[k].text)
                 slots.append(len(merged_flags) - 1)
-    crossing = plan.crossings(windows, cuts)
-    for slot, flag in zip(slots, crossing[len(split):]):
+    for k, flag in zip(looked, plan.crossings(windows, cuts) if windows else ()):
+        flags[k] = flag
+    crossing = flags[:len(split)]
+    for slot, flag in zip(slots, flags[len(split):]):
         merged_flags[slot] = flag
 
     firsts: list = [None] * len(units)
@@ -642,7 +694,7 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
                  max_length: int | None = None, truncation: str = "drop", *, start_index: int = 0,
                  details: list | None = None, on_error: str = "raise", problems: list | None = None,
                  chat_template_kwargs: Mapping[str, Any] | None = None, all_rows: bool = False,
-                 raw: bool = False) -> list:
+                 raw: bool = False, json_texts: Sequence[str] | None = None) -> list:
     """:func:`encode` for many examples at once (one batched tokenizer call per kind of piece).
 
     Returns one row or None (dropped, or invalid when skipped) per example; with ``all_rows=True`` a
@@ -651,7 +703,8 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
     trimmed_replies, dropped)`` tuple of ints per example (per row with ``all_rows``; a dropped row
     counts once in ``dropped``). A record the template cannot encode raises :class:`EncodeError`
     (``on_error="raise"``) or, with ``"skip"``, gives None / ``[]`` and its error is appended to
-    ``problems``. ``start_index`` numbers records in errors.
+    ``problems``. ``start_index`` numbers records in errors. ``json_texts``: each example's
+    ``json.dumps(example, ensure_ascii=False)`` where the caller has it (the special-token scan reads it).
     """
     check_options(max_length, truncation, on_error)
     tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
@@ -659,7 +712,8 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
     record_rows: list[list[list[Segment]]] = []
     for i, ex in enumerate(examples):
         try:
-            rows = _rows_or_error(ex, tmpl, tokenizer, plan, start_index + i)
+            rows = _rows_or_error(ex, tmpl, tokenizer, plan, start_index + i,
+                                  json_texts[i] if json_texts is not None else None)
             if len(rows) > 1 and not all_rows:
                 raise EncodeError(start_index + i, "messages", (
                     f"the chat template renders earlier turns of this conversation differently once later turns "
@@ -862,8 +916,9 @@ def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Templa
     import numpy as np
     import pyarrow as pa
 
-    if RECORD_JSON in batch:
-        examples = [json.loads(text) for text in batch[RECORD_JSON]]
+    texts = batch.get(RECORD_JSON)
+    if texts is not None:
+        examples = [json.loads(text) for text in texts]
         n = len(examples)
     else:
         keys = list(batch)
@@ -872,7 +927,7 @@ def _map_batch(batch: dict, indices: list[int], tokenizer: Any, template: Templa
     problems: list = []
     per_record = encode_batch(examples, tokenizer, template, max_length, truncation,
                               start_index=indices[0] if indices else 0, on_error=on_error, problems=problems,
-                              raw=True)
+                              raw=True, json_texts=texts)
     errors = {e.index: e for e in problems}
     empty = {"input_ids": [], "labels": []}
     kept = []  # (row, (truncated, merges, invalid, trims, dropped), record index)

@@ -1,0 +1,99 @@
+"""Can one token of a tokenizer cover both sides of a cut between two characters?
+
+:mod:`utils.encode` checks every prompt/reply boundary for a *boundary merge* (whole-text tokenization putting
+one token across the cut) by tokenizing a small window around it. For byte-level BPE (GPT-2, Qwen, Llama 3,
+the course's tiny tokenizer) most cuts can be decided without tokenizing anything: a token across the cut
+covers the last byte before it and the first byte after it, so its string in the vocabulary contains those two
+bytes side by side. If no string of the vocabulary (nor any added token's text) contains that pair, no
+tokenization of any text can put a token across such a cut. :class:`PairCheck` answers exactly that, per
+character pair, from the vocabulary alone (cached).
+
+It answers "may span" (so: tokenize the window) whenever the argument does not hold: models other than BPE
+over the byte-level alphabet, BPE with word prefixes/suffixes or dropout, normalizers other than none / NFC,
+and with NFC any pair that is not ASCII on both sides (NFC can compose a character with the one before it:
+``e`` + ``\\u0301`` becomes ``é``; an ASCII character never composes with a neighbour). tests/test_spans.py
+checks it against whole-text tokenization on real data for every reference tokenizer.
+
+>>> from utils.models import load_tokenizer
+>>> check = PairCheck(load_tokenizer().backend_tokenizer)
+>>> check.may_span(":", " ")  # no token of the tiny tokenizer contains ":" followed by a space
+False
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["PairCheck"]
+
+
+def _has_byte_level(pre: Any) -> bool:
+    if not isinstance(pre, dict):
+        return False
+    if pre.get("type") == "Sequence":
+        return any(_has_byte_level(p) for p in pre.get("pretokenizers", []))
+    return pre.get("type") == "ByteLevel"
+
+
+def _normalizer_kind(norm: Any) -> str | None:
+    """``"none"``, ``"nfc"`` or None (another normalizer: no shortcut)."""
+    if norm is None:
+        return "none"
+    kind = norm.get("type")
+    if kind == "NFC":
+        return "nfc"
+    if kind == "Sequence":
+        kinds = {_normalizer_kind(n) for n in norm.get("normalizers", [])}
+        if None in kinds:
+            return None
+        return "nfc" if "nfc" in kinds else "none"
+    return None
+
+
+class PairCheck:
+    """``may_span(left, right)``: can a token cover the end of ``left`` and the start of ``right``?"""
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self._cache: dict[str, bool] = {}
+        self._pool: str | None = None
+        self._added = ""
+        try:
+            spec = json.loads(backend.to_str())
+        except Exception:  # pragma: no cover - a backend that cannot be serialised
+            spec = {}
+        model = spec.get("model") or {}
+        self.norm = _normalizer_kind(spec.get("normalizer")) if spec else None
+        self.usable = (model.get("type") == "BPE" and not model.get("dropout")
+                       and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix")
+                       and not model.get("byte_fallback") and _has_byte_level(spec.get("pre_tokenizer"))
+                       and self.norm is not None)
+        if self.usable:
+            from tokenizers.pre_tokenizers import ByteLevel
+
+            self._bytes = ByteLevel(add_prefix_space=False, use_regex=False)
+            self._added = "\x00".join(t.get("content", "") for t in spec.get("added_tokens") or [])
+
+    def _vocab_pool(self) -> str:
+        if self._pool is None:  # every vocabulary string, NUL-separated (NUL is not in the byte-level alphabet)
+            self._pool = "\x00".join(self.backend.get_vocab(with_added_tokens=False))
+        return self._pool
+
+    def may_span(self, left: str, right: str) -> bool:
+        """False only when no token can cover the last character of ``left`` and the first of ``right``."""
+        if not left or not right:
+            return False  # nothing on one side: no token can be across the cut
+        if not self.usable:
+            return True
+        a, b = left[-1], right[0]
+        if self.norm == "nfc" and not (a.isascii() and b.isascii()):
+            return True
+        key = a + b
+        found = self._cache.get(key)
+        if found is None:
+            mapped = "".join(piece for piece, _ in self._bytes.pre_tokenize_str(key))
+            n = len(a.encode("utf-8"))  # one alphabet character per byte
+            found = mapped[n - 1:n + 1] in self._vocab_pool() or key in self._added
+            self._cache[key] = found
+        return found
