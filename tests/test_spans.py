@@ -75,7 +75,8 @@ def test_pairs_a_token_holds_and_nfc_compositions_are_not_safe():
     ids = [qwen.backend.encode(t, add_special_tokens=False).ids for t in (text, text[:4], text[4:])]
     assert ids[0] != ids[1] + ids[2]
     assert qwen.may_span(text[:4], text[4:])
-    assert qwen.may_span("你", "好")  # not ASCII under NFC: always looked at
+    assert qwen.may_span("你", "好")  # 你好 is one Qwen token
+    assert not qwen.may_span("\n", "你")
 
 
 def test_joined_pieces_equal_each_piece_alone(any_tokenizer, real_data_dir):
@@ -120,3 +121,29 @@ def test_byte_level_reference_tokenizers_use_the_shortcut(name):
     from conftest import load_any_tokenizer
 
     assert PairCheck(load_any_tokenizer(name).backend_tokenizer).usable
+
+
+def test_nfc_inert_characters_never_compose_or_reorder():
+    """Every character :data:`utils.spans.NFC_INERT` declares inert has combining class 0, no canonical
+    decomposition and is never the second half of a canonical composition (from the Unicode database):
+    so NFC of ``left + right`` is NFC(left) + NFC(right) when the characters at the cut are inert."""
+    import unicodedata
+
+    from utils.spans import NFC_INERT, nfc_inert
+
+    second = set()
+    for code in range(0x110000):
+        d = unicodedata.decomposition(chr(code))
+        if d and not d.startswith("<"):
+            parts = d.split()
+            if len(parts) == 2:
+                second.add(int(parts[1], 16))
+    second |= set(range(0x1161, 0x1176)) | set(range(0x11A8, 0x11C3))  # Hangul vowels and finals (algorithmic)
+    for lo, hi in NFC_INERT:
+        for code in range(lo, hi + 1):
+            ch = chr(code)
+            assert nfc_inert(ch)
+            assert unicodedata.combining(ch) == 0, hex(code)
+            assert unicodedata.normalize("NFD", ch) == ch == unicodedata.normalize("NFC", ch), hex(code)
+            assert code not in second, hex(code)
+    assert not nfc_inert("\u0301") and not nfc_inert("\u302a") and not nfc_inert("\u3099") and not nfc_inert("é")

@@ -15,12 +15,16 @@ How a row is built (the data contract in the README's 设计与数据契约, rul
    reply's EOS in context) whose id is then dropped. This is what keeps SentencePiece tokenizers (LLaMA,
    Mistral) from adding their leading "▁" to a reply (``"Hi"`` alone is ``▁Hi``, after ``:`` it is
    ``Hi``); for byte-level BPE (GPT-2, Qwen2) it changes nothing. The method is checked per tokenizer
-   on probe strings against whole-text tokenization (:func:`continuation_method`).
+   on probe strings against whole-text tokenization (:func:`continuation_method`). Where probes show that a
+   text after the EOS gets exactly its tokens alone (byte-level BPE), many pieces share one tokenizer input,
+   each after an EOS, and the ids are cut back at the EOS ids (:meth:`_Plan._encode_joined`).
    The template's constant opening (Alpaca's header up to ``### Instruction:\n``, Vicuna's system text,
    a chat template's default system turn) is tokenized once per tokenizer and reused: the first piece
    is then those ids plus its remainder tokenized as a continuation, unless a look at a small window
    around the cut shows that whole-text tokenization puts a token across it (then the whole piece is
-   tokenized). This is why encoding with masks is as fast as tokenizing the bare texts.
+   tokenized). This is why encoding with masks is as fast as tokenizing the bare texts. Most such windows
+   (and the boundary-merge windows of rule 3) are never tokenized: when no string of the vocabulary holds
+   the two characters around the cut, no token can be across it (:class:`utils.spans.PairCheck`).
 3. ``labels`` equal ``input_ids`` on reply pieces and -100 elsewhere (not shifted: the model shifts).
    So the ids before each reply are exactly ``tokenizer(render_prompt(history))`` (rule 3) and decoding a
    reply's ids gives its text back (rule 6). Where tokenizing the whole text would instead merge the
@@ -96,7 +100,8 @@ IGNORE_INDEX = -100
 
 TRUNCATION_POLICIES = ("drop", "truncate")
 _WINDOW = 10  # chars each side of a prompt/reply boundary checked for merges (same counts as 64 on the real data)
-_JOIN_CHUNK = 256  # windows per tokenizer input in _Plan.crossings
+_JOIN_CHUNK = 256  # windows (or pieces) per tokenizer input in _Plan.crossings (_Plan._encode_joined)
+_JOIN_CHARS = 4096  # about the characters per input in _Plan._encode_joined (longer inputs were slower)
 # windows as the encoder builds them (template text + a reply's start): letters, spaces at either end, newlines,
 # CJK, emoji, digits, punctuation, an empty side
 _JOIN_PROBES = ("ASSISTANT: Hello", "ASSISTANT:", " Hello", "Hello ", "  two  ", "\n\nHi", "x\n", "\n",
@@ -232,14 +237,22 @@ class _Plan:
         return [e.ids[1:] for e in self.backend.encode_batch_fast([eos + t for t in texts], add_special_tokens=False)]
 
     def _encode_joined(self, texts: list[str]) -> list[list[int]]:
-        """:meth:`encode_cont` with up to :data:`_JOIN_CHUNK` texts per tokenizer input, each after the EOS
-        (where :meth:`joinable` shows a text after the EOS gets exactly its tokens alone: fewer, longer
-        inputs are cheaper for the tokenizer, see benchmarks/README.md). The ids are cut back into texts at
+        """:meth:`encode_cont` with several texts per tokenizer input (:data:`_JOIN_CHUNK`, :data:`_JOIN_CHARS`),
+        each after the EOS (where :meth:`joinable` shows a text after the EOS gets exactly its tokens alone:
+        fewer, longer inputs are cheaper for the tokenizer, see benchmarks/README.md). The ids are cut back into texts at
         the EOS ids: text k's ids end before the EOS that follows it, found by counting the EOS texts inside
         the texts before it; a chunk whose EOS count disagrees (an EOS text swallowed by a longer added
         token) is tokenized one text at a time."""
         eos, eos_id, out = self.eos, self.eos_id, []
-        chunks = [texts[at:at + _JOIN_CHUNK] for at in range(0, len(texts), _JOIN_CHUNK)]
+        chunks, chunk, size = [], [], 0
+        for t in texts:  # at most _JOIN_CHUNK texts and about _JOIN_CHARS characters per input
+            if chunk and (len(chunk) == _JOIN_CHUNK or size + len(t) > _JOIN_CHARS):
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append(t)
+            size += len(t)
+        if chunk:
+            chunks.append(chunk)
         encoded = self.backend.encode_batch_fast([eos + eos.join(c) for c in chunks], add_special_tokens=False)
         for chunk, enc in zip(chunks, encoded):
             ids, inner = enc.ids, [t.count(eos) for t in chunk]

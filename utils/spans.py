@@ -10,9 +10,9 @@ character pair, from the vocabulary alone (cached).
 
 It answers "may span" (so: tokenize the window) whenever the argument does not hold: models other than BPE
 over the byte-level alphabet, BPE with word prefixes/suffixes or dropout, normalizers other than none / NFC,
-and with NFC any pair that is not ASCII on both sides (NFC can compose a character with the one before it:
-``e`` + ``\\u0301`` becomes ``é``; an ASCII character never composes with a neighbour). tests/test_spans.py
-checks it against whole-text tokenization on real data for every reference tokenizer.
+and with NFC any pair with a character outside :data:`NFC_INERT` (NFC can compose a character with the one
+before it: ``e`` + ``\\u0301`` becomes ``é``; ASCII and CJK characters never compose with a neighbour).
+tests/test_spans.py checks it against whole-text tokenization on real data for every reference tokenizer.
 
 >>> from utils.models import load_tokenizer
 >>> check = PairCheck(load_tokenizer().backend_tokenizer)
@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["PairCheck"]
+__all__ = ["PairCheck", "NFC_INERT", "nfc_inert"]
 
 
 def _has_byte_level(pre: Any) -> bool:
@@ -49,6 +49,18 @@ def _normalizer_kind(norm: Any) -> str | None:
             return None
         return "nfc" if "nfc" in kinds else "none"
     return None
+
+
+# characters NFC leaves alone and never composes with a neighbour (canonical combining class 0, no canonical
+# decomposition, not the second half of one): ASCII, CJK punctuation (without the tone marks U+302A-U+302F),
+# CJK ideographs, full-width forms; tests/test_spans.py checks every one against the Unicode database
+NFC_INERT = ((0x0000, 0x007F), (0x3000, 0x3029), (0x3030, 0x303F), (0x4E00, 0x9FFF), (0xFF00, 0xFFEF))
+
+
+def nfc_inert(ch: str) -> bool:
+    """Is ``ch`` in :data:`NFC_INERT` (so NFC of a text never changes at a cut next to it)?"""
+    o = ord(ch)
+    return o < 0x80 or any(lo <= o <= hi for lo, hi in NFC_INERT[1:])
 
 
 class PairCheck:
@@ -87,7 +99,7 @@ class PairCheck:
         if not self.usable:
             return True
         a, b = left[-1], right[0]
-        if self.norm == "nfc" and not (a.isascii() and b.isascii()):
+        if self.norm == "nfc" and not (nfc_inert(a) and nfc_inert(b)):
             return True
         key = a + b
         found = self._cache.get(key)
