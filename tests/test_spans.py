@@ -147,3 +147,25 @@ def test_nfc_inert_characters_never_compose_or_reorder():
             assert unicodedata.normalize("NFD", ch) == ch == unicodedata.normalize("NFC", ch), hex(code)
             assert code not in second, hex(code)
     assert not nfc_inert("\u0301") and not nfc_inert("\u302a") and not nfc_inert("\u3099") and not nfc_inert("é")
+
+
+def test_no_shortcut_where_the_argument_fails():
+    """A pre-tokenizer that removes characters (then a token can join characters that are not neighbours in
+    the text), a normalizer other than none/NFC, or Metaspace: every cut with text on both sides may span."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    from utils.models import load_tokenizer
+
+    spec = json.loads(load_tokenizer().backend_tokenizer.to_str())
+    assert PairCheck(Tokenizer.from_str(json.dumps(spec))).usable
+    removed = json.loads(json.dumps(spec))
+    removed["pre_tokenizer"]["pretokenizers"].insert(0, {"type": "Split", "pattern": {"String": "-"},
+                                                         "behavior": "Removed", "invert": False})
+    lowered = json.loads(json.dumps(spec))
+    lowered["normalizer"] = {"type": "Lowercase"}
+    for changed in (removed, lowered):
+        check = PairCheck(Tokenizer.from_str(json.dumps(changed)))
+        assert not check.usable
+        assert check.may_span("ASSISTANT:", " Hello") and not check.may_span("", "Hello")

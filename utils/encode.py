@@ -85,7 +85,7 @@ from itertools import chain
 from typing import Any, Mapping, Sequence
 
 from utils.formats import RecordError, check_record, detect_kind
-from utils.spans import PairCheck
+from utils.spans import PairCheck, keeps_every_character
 from utils.templates import Segment, Template, TemplateLike, get_template, vocab_key
 
 __all__ = ["IGNORE_INDEX", "EncodeError", "EncodeResult", "encode", "encode_rows", "encode_prompt", "encode_batch",
@@ -239,9 +239,9 @@ class _Plan:
     def _encode_joined(self, texts: list[str]) -> list[list[int]]:
         """:meth:`encode_cont` with several texts per tokenizer input (:data:`_JOIN_CHUNK`, :data:`_JOIN_CHARS`),
         each after the EOS (where :meth:`joinable` shows a text after the EOS gets exactly its tokens alone:
-        fewer, longer inputs are cheaper for the tokenizer, see benchmarks/README.md). The ids are cut back into texts at
-        the EOS ids: text k's ids end before the EOS that follows it, found by counting the EOS texts inside
-        the texts before it; a chunk whose EOS count disagrees (an EOS text swallowed by a longer added
+        fewer, longer inputs are cheaper for the tokenizer, see benchmarks/README.md). The ids are cut back
+        into texts at the EOS ids: text k's ids end before the EOS that follows it, found by counting the EOS
+        texts inside the texts before it; a chunk whose EOS count disagrees (an EOS text swallowed by a longer added
         token) is tokenized one text at a time."""
         eos, eos_id, out = self.eos, self.eos_id, []
         chunks, chunk, size = [], [], 0
@@ -339,7 +339,6 @@ def continuation_method(tokenizer: Any, backend: Any = None) -> str:
 # α + ̓ + ̀ + ͅ; tests/test_encode.py checks it against unicodedata). Compatibility decompositions
 # (NFKC/NFKD) reach 18; other normalizers (Lowercase, Strip, NFD...) are not bounded here.
 _NFD_MAX = 4
-_GROWING_PRETOKENIZERS = {"ByteLevel", "Metaspace", "Digits", "Split", "Punctuation", "Sequence", "UnicodeScripts"}
 
 
 def chars_per_token_bound(backend: Any) -> int | None:
@@ -377,16 +376,6 @@ def chars_per_token_bound(backend: Any) -> int | None:
     if any(t.get("lstrip") or t.get("rstrip") for t in added):
         return None
 
-    def pre_ok(p: Any) -> bool:
-        if p is None:
-            return True
-        kind = p.get("type")
-        if kind == "Sequence":
-            return all(pre_ok(q) for q in p.get("pretokenizers", []))
-        if kind in ("Split", "Punctuation") and str(p.get("behavior", "")).lower() == "removed":
-            return False
-        return kind in _GROWING_PRETOKENIZERS
-
     def norm_factor(n: Any) -> int | None:
         if n is None:
             return 1
@@ -409,7 +398,7 @@ def chars_per_token_bound(backend: Any) -> int | None:
         return None
 
     factor = norm_factor(spec.get("normalizer"))
-    if factor is None or not pre_ok(spec.get("pre_tokenizer")):
+    if factor is None or not keeps_every_character(spec.get("pre_tokenizer")):
         return None
     strings = vocab if isinstance(vocab, dict) else [t for t, *_ in vocab]
     longest = max([len(t) for t in strings] + [len(t.get("content", "")) for t in added] + [4])

@@ -9,7 +9,8 @@ tokenization of any text can put a token across such a cut. :class:`PairCheck` a
 character pair, from the vocabulary alone (cached).
 
 It answers "may span" (so: tokenize the window) whenever the argument does not hold: models other than BPE
-over the byte-level alphabet, BPE with word prefixes/suffixes or dropout, normalizers other than none / NFC,
+over the byte-level alphabet, BPE with word prefixes/suffixes or dropout, pre-tokenizers that remove characters
+(then the characters a token joins need not be neighbours in the text), normalizers other than none / NFC,
 and with NFC any pair with a character outside :data:`NFC_INERT` (NFC can compose a character with the one
 before it: ``e`` + ``\\u0301`` becomes ``é``; ASCII and CJK characters never compose with a neighbour).
 tests/test_spans.py checks it against whole-text tokenization on real data for every reference tokenizer.
@@ -25,7 +26,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["PairCheck", "NFC_INERT", "nfc_inert"]
+__all__ = ["PairCheck", "NFC_INERT", "nfc_inert", "keeps_every_character"]
+
+
+_KEEPING_PRETOKENIZERS = {"ByteLevel", "Metaspace", "Digits", "Split", "Punctuation", "Sequence", "UnicodeScripts"}
+
+
+def keeps_every_character(pre: Any) -> bool:
+    """Does the pre-tokenizer (its JSON spec, None for none) split text without removing a character?
+    (Not ``Whitespace``/``WhitespaceSplit``, nor ``Split``/``Punctuation`` with ``behavior="removed"``.)"""
+    if pre is None:
+        return True
+    kind = pre.get("type")
+    if kind == "Sequence":
+        return all(keeps_every_character(q) for q in pre.get("pretokenizers", []))
+    if kind in ("Split", "Punctuation") and str(pre.get("behavior", "")).lower() == "removed":
+        return False
+    return kind in _KEEPING_PRETOKENIZERS
 
 
 def _has_byte_level(pre: Any) -> bool:
@@ -80,7 +97,7 @@ class PairCheck:
         self.usable = (model.get("type") == "BPE" and not model.get("dropout")
                        and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix")
                        and not model.get("byte_fallback") and _has_byte_level(spec.get("pre_tokenizer"))
-                       and self.norm is not None)
+                       and keeps_every_character(spec.get("pre_tokenizer")) and self.norm is not None)
         if self.usable:
             from tokenizers.pre_tokenizers import ByteLevel
 
