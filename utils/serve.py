@@ -24,7 +24,7 @@ Example (not run by the doctests: starting takes ~20 s)::
         client.chat.completions.create(model="tiny-chat", max_tokens=20, temperature=0,
                                        messages=[{"role": "user", "content": "What is the capital of France?"}])
 
-What the server does and does not do (transformers 5.24, measured; see ``tests/test_serve.py``):
+What the server does and does not do (transformers 5.24 and 5.25, measured; see ``tests/test_serve.py``):
 ``max_tokens`` defaults to 1024 new tokens when a request does not set it, so always pass it;
 ``logprobs`` is ignored; ``/v1/completions`` tokenizes the prompt *with* the tokenizer's special tokens,
 so a prompt that already starts with ``<s>`` (a rendered chat template) gets a second BOS.
@@ -213,7 +213,10 @@ class RequestValidator:
     ``transformers serve`` 5.24 answers many bad requests with a bare ``500 Internal Server Error`` (text,
     not JSON) — an unknown or missing ``model``, ``max_tokens`` <= 0 or not a number, empty ``messages``, a
     message the chat template rejects — and runs a prompt longer than the model's context, or a huge
-    ``max_tokens``, past the positions the model was trained on. This check answers those with an
+    ``max_tokens``, past the positions the model was trained on. 5.25 answers a missing ``model``,
+    ``max_tokens`` <= 0, empty ``messages`` and a too-long prompt with its own ``400`` (``{"detail": ...}``);
+    an unknown model or role is still a bare 500 and a huge ``max_tokens`` still runs (``tests/test_serve.py``
+    records both versions' answers). This check answers all of them, the same way on every version, with an
     OpenAI-style ``4xx`` JSON error (``{"error": {"message", "type", "param", "code"}}``), and gives a
     request without ``max_tokens`` the rest of the context (as OpenAI does) instead of the server's 1024.
     Everything else goes to ``transformers serve`` unchanged. ``folder``: the checkpoints folder (a
