@@ -81,17 +81,21 @@ def nfc_inert(ch: str) -> bool:
 
 
 class PairCheck:
-    """``may_span(left, right)``: can a token cover the end of ``left`` and the start of ``right``?"""
+    """``may_span(left, right)``: can a token cover the end of ``left`` and the start of ``right``?
 
-    def __init__(self, backend: Any):
+    ``spec`` is the backend's parsed JSON when the caller has it already (else read from ``backend``).
+    """
+
+    def __init__(self, backend: Any, spec: dict | None = None):
         self.backend = backend
         self._cache: dict[str, bool] = {}
         self._pool: str | None = None
         self._added = ""
-        try:
-            spec = json.loads(backend.to_str())
-        except Exception:  # pragma: no cover - a backend that cannot be serialised
-            spec = {}
+        if spec is None:
+            try:
+                spec = json.loads(backend.to_str())
+            except Exception:  # pragma: no cover - a backend that cannot be serialised
+                spec = {}
         model = spec.get("model") or {}
         self.norm = _normalizer_kind(spec.get("normalizer")) if spec else None
         self.usable = (model.get("type") == "BPE" and not model.get("dropout")
