@@ -556,8 +556,9 @@ def _special_problem(example: Mapping[str, Any], plan: _Plan, text: str | None =
     return None
 
 
-def _rows_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, plan: _Plan,
+def _rows_or_error(example: Mapping[str, Any], rows_of: Any, plan: _Plan,
                    index: int, text: str | None = None) -> list[list[Segment]]:
+    """``rows_of(example)`` (:meth:`Template.rows_of`) after the record checks, errors as :class:`EncodeError`."""
     if detect_kind(example) != "sft":  # e.g. KTO's label: false -- never trained as a plain SFT target
         try:
             check_record(example)
@@ -567,7 +568,7 @@ def _rows_or_error(example: Mapping[str, Any], tmpl: Template, tokenizer: Any, p
     if problem:
         raise EncodeError(index, *problem)
     try:
-        rows = tmpl.row_segments(example, tokenizer)
+        rows = rows_of(example)
     except ValueError as e:
         field = getattr(e, "field", None) or ("messages" if "instruction" not in example else "record")
         raise EncodeError(index, field, getattr(e, "reason", None) or str(e)) from None
@@ -733,9 +734,10 @@ def encode_batch(examples: Sequence[Mapping[str, Any]], tokenizer: Any, template
     tmpl = _with_kwargs(get_template(template), chat_template_kwargs)
     plan = _plan(tokenizer)
     record_rows: list[list[list[Segment]]] = []
+    rows_of = tmpl.rows_of(tokenizer)
     for i, ex in enumerate(examples):
         try:
-            rows = _rows_or_error(ex, tmpl, tokenizer, plan, start_index + i,
+            rows = _rows_or_error(ex, rows_of, plan, start_index + i,
                                   json_texts[i] if json_texts is not None else None)
             if len(rows) > 1 and not all_rows:
                 raise EncodeError(start_index + i, "messages", (

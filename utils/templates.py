@@ -179,6 +179,11 @@ class Template:
         """The segments of each training row of ``example`` (one row for the text templates)."""
         return [self.segments(example, tokenizer)]
 
+    def rows_of(self, tokenizer: Any = None):
+        """``rows(example)`` = :meth:`row_segments` ``(example, tokenizer)``, for many records (a template may
+        look up what depends on the tokenizer alone once)."""
+        return lambda example: self.row_segments(example, tokenizer)
+
     def render(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
         return "".join(s.text for s in self.segments(example, tokenizer))
 
@@ -305,7 +310,11 @@ def _fast_parts(tokenizer: Any, tools: list | None):
     found = _parts.get(source)
     if found is None:
         def to_data(messages: list) -> list:
-            # a message that is a dict of strings is its own plain data: the conversion would give a copy
+            # a message that is a dict of strings is its own plain data: the conversion would give a copy;
+            # one of just role and content (most records) has no reasoning field to alias either
+            if all(type(m) is dict and len(m) == 2 and type(m.get("role")) is str and type(m.get("content")) is str
+                   for m in messages):
+                return [dict(m) for m in messages]
             if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items()) for m in messages):
                 return alias([dict(m) for m in messages])
             return alias(plain(normalize(messages)))
@@ -385,21 +394,31 @@ class ChatTemplate(Template):
         functions, transformers internals not found) it is :meth:`render_messages` itself.
         tests/test_chat_render.py compares both on every reference tokenizer and the real data.
         """
-        fast = _fast_parts(tokenizer, tools)
-        if fast is None:
-            return lambda n, generation_prompt=False: self.render_messages(tokenizer, messages[:n], tools,
-                                                                           generation_prompt)
-        render_template, plain, chat_fn = fast
-        chat = chat_fn(messages)
-        extra = {**tokenizer.special_tokens_map, **dict(self.kwargs)}
-        extra = plain(extra)
-        schemas = plain(list(tools)) if tools else None
+        return self._prefix_renderers(tokenizer)(messages, tools)
 
-        def render(n: int, generation_prompt: bool = False) -> str:
-            return render_template(messages=chat[:n], tools=schemas, documents=None,
-                                   add_generation_prompt=generation_prompt, **extra)
+    def _prefix_renderers(self, tokenizer: Any):
+        """:meth:`prefix_renderer` for many records of one tokenizer: what depends on the tokenizer alone
+        (the compiled template, the special tokens the template sees) is looked up once."""
+        base = _fast_parts(tokenizer, None)
+        extra = base[1]({**tokenizer.special_tokens_map, **dict(self.kwargs)}) if base is not None else None
 
-        return render
+        def make(messages: list[dict], tools: list | None = None):
+            fast = _fast_parts(tokenizer, tools) if tools else base
+            if fast is None:
+                return lambda n, generation_prompt=False: self.render_messages(tokenizer, messages[:n], tools,
+                                                                               generation_prompt)
+            render_template, plain, chat_fn = fast
+            chat = chat_fn(messages)
+            variables = extra if extra is not None else plain({**tokenizer.special_tokens_map, **dict(self.kwargs)})
+            schemas = plain(list(tools)) if tools else None
+
+            def render(n: int, generation_prompt: bool = False) -> str:
+                return render_template(messages=chat[:n], tools=schemas, documents=None,
+                                       add_generation_prompt=generation_prompt, **variables)
+
+            return render
+
+        return make
 
     def end_of_turn(self, tokenizer: Any) -> str:
         """The text the template writes right after every assistant reply, found by rendering probes.
@@ -449,11 +468,25 @@ class ChatTemplate(Template):
         exist (Qwen3 strips earlier reasoning and its empty ``<think>`` block, Mistral v0.3 moves the
         system text into the last user turn) gets a row of its own: ``prompt_k`` + reply k.
         """
-        self._check(tokenizer)
-        marker = self.end_of_turn(tokenizer)
+        return self.rows_of(tokenizer)(example)
+
+    def rows_of(self, tokenizer: Any = None):
+        """:meth:`row_segments` of many records with one tokenizer: the end-of-turn marker and the compiled
+        template are looked up on the first record (an error there is that record's error, as for each)."""
+        state: list = []
+
+        def rows(example: Mapping[str, Any]) -> list[list[Segment]]:
+            if not state:
+                self._check(tokenizer)
+                state.extend((self.end_of_turn(tokenizer), self._prefix_renderers(tokenizer)))
+            return self._rows(example, tokenizer, *state)
+
+        return rows
+
+    def _rows(self, example: Mapping[str, Any], tokenizer: Any, marker: str, renderers: Any) -> list[list[Segment]]:
         messages, tools = chat_of(example)
         replies = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
-        render = self.prefix_renderer(tokenizer, messages, tools)
+        render = renderers(messages, tools)
         full = render(len(messages))
         units: list[tuple[str, str, str]] = []  # (prompt, reply, content)
         for k, j in enumerate(replies):
