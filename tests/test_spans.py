@@ -169,3 +169,49 @@ def test_no_shortcut_where_the_argument_fails():
         check = PairCheck(Tokenizer.from_str(json.dumps(changed)))
         assert not check.usable
         assert check.may_span("ASSISTANT:", " Hello") and not check.may_span("", "Hello")
+
+
+def test_byte_level_alphabet_maps_bytes_as_the_pre_tokenizer_does(real_data_dir):
+    """Every byte UTF-8 text can hold has its own alphabet character, and mapping a real text's bytes through
+    the table gives exactly what the ByteLevel pre-tokenizer writes for it."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    from utils.spans import byte_level_alphabet
+
+    alphabet = byte_level_alphabet()
+    char_of = {b: c for c, b in alphabet.items()}
+    assert len(char_of) == len(alphabet) == 256 - len([0xC0, 0xC1, *range(0xF5, 0x100)])  # one-to-one
+    level = ByteLevel(add_prefix_space=False, use_regex=False)
+    for text in real_texts(real_data_dir, 40) + ["😀 ok\t\x00é", "\U0010ffff"]:
+        want = "".join(piece for piece, _ in level.pre_tokenize_str(text))
+        assert "".join(char_of[b] for b in text.encode("utf-8")) == want
+
+
+@pytest.mark.parametrize("name", BYTE_LEVEL)
+def test_pair_table_is_a_substring_search_of_the_vocabulary(name):
+    """``may_span`` answers from a table of byte pairs; the definition is "some vocabulary string holds the two
+    alphabet characters side by side, or an added token holds the two characters": both agree on every pair
+    of a sample of ASCII, CJK, punctuation, emoji and whitespace characters."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    from conftest import load_any_tokenizer
+
+    backend = load_any_tokenizer(name).backend_tokenizer
+    check = PairCheck(backend)
+    pool = "\x00".join(backend.get_vocab(with_added_tokens=False))
+    in_pool = {pool[i:i + 2] for i in range(len(pool) - 1)}  # every two characters side by side in the pool
+    level = ByteLevel(add_prefix_space=False, use_regex=False)
+    rng = random.Random(1)
+    chars = [chr(c) for c in range(32, 127)] + list("\n\t 你好。，！？「」😀éü") + [
+        chr(rng.randrange(0x4E00, 0xA000)) for _ in range(20)]
+    found = 0
+    for a in chars:
+        for b in chars:
+            mapped = "".join(piece for piece, _ in level.pre_tokenize_str(a + b))
+            n = len(a.encode("utf-8"))
+            want = mapped[n - 1:n + 1] in in_pool or (a + b) in check._added
+            pair = a.encode("utf-8")[-1] << 8 | b.encode("utf-8")[0]
+            got = bool(check._pair_table()[pair]) or (a + b) in check._added
+            assert got == want, (a, b)
+            found += want
+    assert 0 < found < len(chars) ** 2

@@ -6,7 +6,10 @@ the course's tiny tokenizer) most cuts can be decided without tokenizing anythin
 covers the last byte before it and the first byte after it, so its string in the vocabulary contains those two
 bytes side by side. If no string of the vocabulary (nor any added token's text) contains that pair, no
 tokenization of any text can put a token across such a cut. :class:`PairCheck` answers exactly that, per
-character pair, from the vocabulary alone (cached).
+character pair, from the vocabulary alone: a table of the 65,536 byte pairs, built once per tokenizer in one
+NumPy pass over the vocabulary (0.02-0.1 s for the reference tokenizers), instead of a substring search of
+the whole vocabulary per new pair (which cost 0.5 s on a first `prepare` of 20,000 Chinese and English
+Alpaca records with Qwen2).
 
 It answers "may span" (so: tokenize the window) whenever the argument does not hold: models other than BPE
 over the byte-level alphabet, BPE with word prefixes/suffixes or dropout, pre-tokenizers that remove characters
@@ -80,6 +83,28 @@ def nfc_inert(ch: str) -> bool:
     return o < 0x80 or any(lo <= o <= hi for lo, hi in NFC_INERT[1:])
 
 
+_ALPHABET: dict[str, int] = {}
+
+
+def byte_level_alphabet() -> dict[str, int]:
+    """``{character: byte}``: the byte-level alphabet (GPT-2's ``bytes_to_unicode``) as the ``tokenizers``
+    ByteLevel pre-tokenizer itself maps bytes, read from it once on a text holding every byte that UTF-8
+    text can contain (0xC0, 0xC1 and 0xF5-0xFF never occur in UTF-8, so they are not in the result)."""
+    if not _ALPHABET:
+        from tokenizers.pre_tokenizers import ByteLevel
+
+        # every 1- and 2-byte character, then one character per lead byte of 3 and 4 bytes (0xE0-0xEF, 0xF0-0xF4)
+        points = [*range(0x800), 0x800, *range(0x1000, 0x10000, 0x1000), 0x10000, 0x40000, 0x80000, 0xC0000, 0x100000]
+        text = "".join(map(chr, points))
+        mapped = "".join(piece for piece, _ in ByteLevel(add_prefix_space=False, use_regex=False)
+                         .pre_tokenize_str(text))
+        raw = text.encode("utf-8")
+        if len(mapped) != len(raw):  # pragma: no cover - one alphabet character per byte is ByteLevel's design
+            raise RuntimeError("the ByteLevel pre-tokenizer did not map one character per byte")
+        _ALPHABET.update(zip(mapped, raw))
+    return _ALPHABET
+
+
 class PairCheck:
     """``may_span(left, right)``: can a token cover the end of ``left`` and the start of ``right``?
 
@@ -89,7 +114,6 @@ class PairCheck:
     def __init__(self, backend: Any, spec: dict | None = None):
         self.backend = backend
         self._cache: dict[str, bool] = {}
-        self._pool: str | None = None
         self._added = ""
         if spec is None:
             try:
@@ -103,15 +127,29 @@ class PairCheck:
                        and not model.get("byte_fallback") and _has_byte_level(spec.get("pre_tokenizer"))
                        and keeps_every_character(spec.get("pre_tokenizer")) and self.norm is not None)
         if self.usable:
-            from tokenizers.pre_tokenizers import ByteLevel
-
-            self._bytes = ByteLevel(add_prefix_space=False, use_regex=False)
             self._added = "\x00".join(t.get("content", "") for t in spec.get("added_tokens") or [])
+        self._table: Any = None
 
-    def _vocab_pool(self) -> str:
-        if self._pool is None:  # every vocabulary string, NUL-separated (NUL is not in the byte-level alphabet)
-            self._pool = "\x00".join(self.backend.get_vocab(with_added_tokens=False))
-        return self._pool
+    def _pair_table(self) -> Any:
+        """65,536 booleans: ``table[x << 8 | y]`` says whether some vocabulary string holds the alphabet
+        characters of bytes ``x`` and ``y`` side by side. Built once from the vocabulary (a NumPy pass over
+        all its strings, NUL-separated: NUL is not in the byte-level alphabet, so no pair spans two strings)."""
+        if self._table is None:
+            import numpy as np
+
+            byte_of = byte_level_alphabet()
+            inverse = np.full(max(map(ord, byte_of)) + 1, -1, dtype=np.int32)
+            for ch, byte in byte_of.items():
+                inverse[ord(ch)] = byte
+            pool = "\x00".join(self.backend.get_vocab(with_added_tokens=False))
+            points = np.frombuffer(pool.encode("utf-32-le"), dtype=np.uint32)
+            codes = np.where(points < len(inverse), inverse[np.minimum(points, len(inverse) - 1)], -1)
+            first, second = codes[:-1], codes[1:]
+            both = (first >= 0) & (second >= 0)
+            table = np.zeros(1 << 16, dtype=bool)
+            table[(first[both] << 8) | second[both]] = True
+            self._table = table
+        return self._table
 
     def may_span(self, left: str, right: str) -> bool:
         """False only when no token can cover the last character of ``left`` and the first of ``right``."""
@@ -125,8 +163,7 @@ class PairCheck:
         key = a + b
         found = self._cache.get(key)
         if found is None:
-            mapped = "".join(piece for piece, _ in self._bytes.pre_tokenize_str(key))
-            n = len(a.encode("utf-8"))  # one alphabet character per byte
-            found = mapped[n - 1:n + 1] in self._vocab_pool() or key in self._added
+            pair = a.encode("utf-8")[-1] << 8 | b.encode("utf-8")[0]  # the bytes either side of the cut
+            found = bool(self._pair_table()[pair]) or key in self._added
             self._cache[key] = found
         return found
