@@ -398,18 +398,24 @@ class ChatTemplate(Template):
 
     def _prefix_renderers(self, tokenizer: Any):
         """:meth:`prefix_renderer` for many records of one tokenizer: what depends on the tokenizer alone
-        (the compiled template, the special tokens the template sees) is looked up once."""
-        base = _fast_parts(tokenizer, None)
-        extra = base[1]({**tokenizer.special_tokens_map, **dict(self.kwargs)}) if base is not None else None
+        (the compiled template without tools, the special tokens the template sees) is looked up once, when
+        a record first needs it."""
+        once: dict = {}
 
         def make(messages: list[dict], tools: list | None = None):
-            fast = _fast_parts(tokenizer, tools) if tools else base
+            if tools:
+                fast = _fast_parts(tokenizer, tools)
+            else:
+                if "base" not in once:
+                    once["base"] = _fast_parts(tokenizer, None)
+                fast = once["base"]
             if fast is None:
                 return lambda n, generation_prompt=False: self.render_messages(tokenizer, messages[:n], tools,
                                                                                generation_prompt)
             render_template, plain, chat_fn = fast
-            chat = chat_fn(messages)
-            variables = extra if extra is not None else plain({**tokenizer.special_tokens_map, **dict(self.kwargs)})
+            if "variables" not in once:
+                once["variables"] = plain({**tokenizer.special_tokens_map, **dict(self.kwargs)})
+            chat, variables = chat_fn(messages), once["variables"]
             schemas = plain(list(tools)) if tools else None
 
             def render(n: int, generation_prompt: bool = False) -> str:
