@@ -479,13 +479,13 @@ class ChatTemplate(Template):
     def rows_of(self, tokenizer: Any = None):
         """:meth:`row_segments` of many records with one tokenizer: the end-of-turn marker and the compiled
         template are looked up on the first record (an error there is that record's error, as for each)."""
-        state: list = []
+        renderers, marker = self._prefix_renderers(tokenizer), []
 
         def rows(example: Mapping[str, Any]) -> list[list[Segment]]:
-            if not state:
+            if not marker:
                 self._check(tokenizer)
-                state.extend((self.end_of_turn(tokenizer), self._prefix_renderers(tokenizer)))
-            return self._rows(example, tokenizer, *state)
+                marker.append(self.end_of_turn(tokenizer))
+            return self._rows(example, tokenizer, marker[0], renderers)
 
         return rows
 
