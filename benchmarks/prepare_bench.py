@@ -17,7 +17,9 @@ Multi-turn rows: 20,000 ShareGPT conversations (FastChat's dummy file, repeated)
 tokenizer, ``encode_dataset`` with ``vicuna`` and ``chat_template`` against the raw limit (one batched
 tokenizer call on the already-rendered texts) and, for ``chat_template``, TRL's conversational
 preparation (``messages`` through ``apply_chat_template``; it cannot mask without ``{% generation %}``).
-``--multi-turn-only`` runs just these.
+Beside them, the two parts of our encoding that no exact implementation can skip, each timed alone (the
+renders the contract needs, tokenizing the row pieces): the ratio the limit would give if everything else
+took no time ("best possible"). ``--multi-turn-only`` runs just these.
 
 It prints one table (records/s and tokens/s, median of 3 runs, with ratios against (a), (d) and
 (e)), how many records each method masks differently from (c) and why, packing efficiency vs
@@ -228,6 +230,44 @@ def trl_conversational(records, tokenizer, args):
                                        dataset_name="train")
 
 
+def floor_parts(records, tok, template: str) -> dict:
+    """The two parts of encoding no implementation of the contract can skip, each as a function to time: the
+    renders it needs (``chat_template``: every conversation, every reply's prompt and the conversation ending with
+    that reply, through the encoder's own renderer; ``vicuna`` renders in plain Python, counted with the rest) and
+    tokenizing the row pieces the way the encoder does (prompt openings whole, the rest as continuations), with
+    nothing around them. Their sum against the limit is the best ratio any Python around them could reach."""
+    from utils.encode import _plan
+    from utils.formats import chat_of
+    from utils.templates import get_template
+
+    tmpl, plan = get_template(template), _plan(tok)
+    units = [segs for r in records for segs in tmpl.row_segments(r, tok)]
+    prefixes = plan.prefixes(tmpl, tok)
+    whole, cont = [], []  # as utils.encode._tokenize_units: a first piece after a cached opening is a continuation
+    for segs in units:
+        text = segs[0].text
+        cut = next((len(p) for p, _ in prefixes if len(text) > len(p) and text.startswith(p)), 0)
+        (cont if cut else whole).append(text[cut:])
+    cont += [s.text for segs in units for s in segs[1:]]
+    parts = {"pieces": lambda: (plan.encode_first(whole, tmpl.add_special_tokens), plan.encode_cont(cont))}
+    if template == "chat_template":
+        renderers = tmpl._prefix_renderers(tok)
+
+        def renders():
+            for r in records:
+                messages, tools = chat_of(r)
+                render, last = renderers(messages, tools), len(messages) - 1
+                render(last + 1)
+                for j, m in enumerate(messages):
+                    if m["role"] == "assistant":
+                        render(j, True)
+                        if j < last:
+                            render(j + 1)
+
+        parts["renders"] = renders
+    return parts
+
+
 def multi_turn(n: int, repeats: int, workdir: Path) -> list[dict]:
     """Multi-turn rows: ``vicuna`` and ``chat_template`` on ShareGPT conversations with Qwen2, against
     the raw limit (one batched tokenizer call on the already-rendered texts) and TRL."""
@@ -246,6 +286,8 @@ def multi_turn(n: int, repeats: int, workdir: Path) -> list[dict]:
                                  for e in tok(texts[s:s + 1000], add_special_tokens=special)["input_ids"]]}
         if template == "chat_template":
             fns["trl"] = lambda: trl_conversational(records, tok, trl_config(workdir))
+        floor = floor_parts(records, tok, template)
+        fns.update(floor)
         runs = timed_interleaved(fns, repeats)
         res = runs["ours"][2]
         ids = res.dataset["input_ids"]
@@ -254,20 +296,29 @@ def multi_turn(n: int, repeats: int, workdir: Path) -> list[dict]:
         row = {"template": template, "records": n, "rows": res.rows, "ours_s": runs["ours"][0],
                "limit_s": runs["limit"][0], "x_limit": runs["limit"][0] / runs["ours"][0],
                "x_limit_cpu": runs["limit"][1] / runs["ours"][1], "ids_equal_limit": same,
-               "boundary_merges": res.boundary_merges}
+               "boundary_merges": res.boundary_merges,
+               **{f"{k}_s": runs[k][0] for k in floor}}
+        row["floor_s"] = sum(runs[k][0] for k in floor)
+        row["x_limit_best"] = runs["limit"][0] / row["floor_s"]
         if "trl" in runs:
             row["trl_s"] = runs["trl"][0]
             row["x_trl"] = runs["trl"][0] / runs["ours"][0]
         out.append(row)
     print(f"\nMulti-turn: {n:,} ShareGPT conversations ({MULTI_TURN_FILE} repeated), Qwen2, median of {repeats}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| template | ours records/s | × limit (wall · CPU) | × TRL conversational | rows | ids = limit's |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| template | ours records/s | × limit (wall · CPU) | × TRL conversational | rows | ids = limit's | "
+          "limit s | ours s | renders s | pieces s | best possible × limit |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in out:
         trl = f"{row['x_trl']:.2f}" if "x_trl" in row else "–"
         same = f"{row['ids_equal_limit']:,}" if row["ids_equal_limit"] is not None else "–"
+        renders = f"{row['renders_s']:.2f}" if "renders_s" in row else "–"
         print(f"| {row['template']} | {fmt(n / row['ours_s'])} | {row['x_limit']:.2f} · {row['x_limit_cpu']:.2f} | "
-              f"{trl} | {row['rows']:,} | {same} |")
+              f"{trl} | {row['rows']:,} | {same} | {row['limit_s']:.2f} | {row['ours_s']:.2f} | "
+              f"{renders} | {row['pieces_s']:.2f} | {row['x_limit_best']:.2f} |")
+    print("renders: the renders the contract needs (chat_template only; vicuna's plain-Python rendering is in ours); "
+          "pieces: tokenizing the row pieces as the encoder does, nothing around it; best possible × limit = "
+          "limit / (renders + pieces), the ratio if all other work (checks, segments, assembly, Arrow) took no time")
     return out
 
 
