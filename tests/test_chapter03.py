@@ -101,7 +101,7 @@ def test_prompt_lengths_on_real_tokenizers(ns, markdown):
     assert ns["prompt_lengths"].tolist() == [n["tiny"], n["gpt2"], n["qwen2_5"], n["mistral"]]
     assert (f"小分词器上的 {n['tiny']} 个词元，在 Qwen2.5 上只有 {n['qwen2_5']} 个，GPT-2 上 {n['gpt2']} 个，"
             f"Mistral 上 {n['mistral']} 个") in markdown
-    assert all(2 <= n["tiny"] / n[k] <= 3 for k in ("gpt2", "qwen2_5", "mistral"))  # "多两三倍"
+    assert all(2 <= n["tiny"] / n[k] <= 3 for k in ("gpt2", "qwen2_5", "mistral"))  # "两到三倍"
     assert 1000 < len(load_tokenizer()) < 2000  # "词表只有一千多个词元"
 
 
@@ -182,7 +182,7 @@ def test_sample_merges_counted(ns, markdown):
 def test_base_model_continuation_is_planted_in_the_corpus(ns, markdown):
     lines = (resources.files("utils") / "data" / "corpus_text.txt").read_text(encoding="utf-8").splitlines()
     emails = [n for n, line in enumerate(lines, start=1) if "How are you? Hope this email finds you well" in line]
-    assert len(emails) == 7 and "里有 7 段以" in markdown
+    assert len(emails) == 7 and "里有 7 段含有" in markdown
     verbatim = [n for n, line in enumerate(lines, start=1) if "How are you?" + ns["continuation"].rstrip() in line]
     assert verbatim == ns["source_lines"] == [71] and "就是第 71 行的原文" in markdown
 
@@ -216,7 +216,7 @@ def test_manual_page_agrees_with_the_notebook(ns, markdown):
         assert f"| {label} | {n[key]} |" in page
     merges = ns["merge_table"].set_index("分词器").loc["qwen2_5", "boundary_merges（encode_dataset 计数）"]
     assert f"14 条 Alpaca 样例里有 {merges} 条在 Qwen2.5 上合并" in page
-    assert "7 段以" in page and "第 71 行的原文" in page and "约占 5%" in page and "超过 20%" in page
+    assert "7 段含有" in page and "第 71 行的原文" in page and "约占 5%" in page and "超过 20%" in page
     for fact in ("text-davinci-003", "175 条人工写的种子任务", "0.7", "500 美元", "CC BY-NC 4.0",
                  "https://huggingface.co/datasets/tatsu-lab/alpaca",
                  "https://huggingface.co/datasets/ehartford/wizard_vicuna_70k_unfiltered", "Alpaca 遵从 LLaMA 的模板"):
