@@ -69,7 +69,7 @@ def test_prose_numbers(markdown):
 
 
 def test_qwen_merges_words(ns):
-    pieces = ns["pieces"](ns["tokenizers"]["qwen2_5"], ZH).loc["词元"].tolist()
+    pieces = ns["pieces"](ns["tokenizer_zoo"]["qwen2_5"], ZH).loc["词元"].tolist()
     assert "".join(pieces) == ZH
     for word in ("今天", "天气", "我们", "出去", "看电影"):
         assert word in pieces

@@ -14,7 +14,7 @@ import warnings
 REPO_URL = "https://github.com/llm-data-handbook/llm-data-handbook"
 BRANCH = "main"
 
-SETUP_CELL = f'''# 环境设置（每章相同）：在 Colab 中安装本课程的工具包；在本地（make lab）什么也不做。
+SETUP_CELL = f'''# Setup, the same in every chapter: in Colab, install the course's toolkit; locally (make lab), nothing.
 import sys
 if "google.colab" in sys.modules:
     %pip install -q "llm-data-handbook[serve] @ git+{REPO_URL}@{BRANCH}"
