@@ -236,7 +236,7 @@ def floor_parts(records, tok, template: str) -> dict:
     that reply, through the encoder's own renderer; ``vicuna`` renders in plain Python, counted with the rest) and
     tokenizing the row pieces the way the encoder does (prompt openings whole, the rest as continuations), with
     nothing around them. Their sum against the limit is the best ratio any Python around them could reach."""
-    from utils.encode import _plan
+    from utils.encode import _opening, _plan
     from utils.formats import chat_of
     from utils.templates import get_template
 
@@ -245,9 +245,8 @@ def floor_parts(records, tok, template: str) -> dict:
     prefixes = plan.prefixes(tmpl, tok)
     whole, cont = [], []  # as utils.encode._tokenize_units: a first piece after a cached opening is a continuation
     for segs in units:
-        text = segs[0].text
-        cut = next((len(p) for p, _ in prefixes if len(text) > len(p) and text.startswith(p)), 0)
-        (cont if cut else whole).append(text[cut:])
+        found = _opening(segs[0].text, prefixes)
+        (cont if found else whole).append(segs[0].text[found[0]:] if found else segs[0].text)
     cont += [s.text for segs in units for s in segs[1:]]
     parts = {"pieces": lambda: (plan.encode_first(whole, tmpl.add_special_tokens), plan.encode_cont(cont))}
     if template == "chat_template":

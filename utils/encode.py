@@ -595,6 +595,14 @@ def _with_kwargs(tmpl: Template, chat_template_kwargs: Mapping[str, Any] | None)
     return tmpl.with_kwargs(**chat_template_kwargs)
 
 
+def _opening(text: str, prefixes: list[tuple[str, list[int]]]) -> tuple[int, list[int]] | None:
+    """``(length, ids)`` of the longest cached opening (:meth:`_Plan.prefixes`) that ``text`` goes on after, or None."""
+    for ptext, pids in prefixes:
+        if len(text) > len(ptext) and text.startswith(ptext):
+            return len(ptext), pids
+    return None
+
+
 def _tokenize_units(units: list[list[Segment]], tmpl: Template, tokenizer: Any, plan: _Plan):
     """``(ids, labels, replies)`` per unit (a row's segments); ``replies`` lists ``[start, end, merged]``
     per trained segment (merged: whole-text tokenization would merge the reply's start into its prompt)."""
@@ -605,11 +613,9 @@ def _tokenize_units(units: list[list[Segment]], tmpl: Template, tokenizer: Any, 
     split: list[tuple[int, int, list[int]]] = []  # (unit, prefix length, prefix ids)
     whole: list[int] = []
     for i, segs in enumerate(units):
-        text = segs[0].text
-        for ptext, pids in prefixes:
-            if len(text) > len(ptext) and text.startswith(ptext):
-                split.append((i, len(ptext), pids))
-                break
+        found = _opening(segs[0].text, prefixes)
+        if found:
+            split.append((i, *found))
         else:
             whole.append(i)
     # 2. every later piece, tokenized on its own as a continuation -- with the remainders, in one call
